@@ -1,0 +1,38 @@
+# The two commands of the README: `make demo` and `make test`. Everything they
+# need is installed into .venv from PyPI, pinned by constraints.txt.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEMO_USER ?= alice
+
+.PHONY: demo test lint typecheck unit bench install clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -c 'import sys; sys.exit("rowgate needs Python >= 3.11") if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/rowgate demo --user $(DEMO_USER)
+
+lint: $(STAMP)
+	$(BIN)/ruff check server schemas tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck unit
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.select_rows
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Pydantic contracts of rowgate: tool requests and results, and the config file's shape."""

@@ -1,0 +1,44 @@
+"""One structured event per tool call, as a JSON line on stderr. Never row values."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+audit_log = logging.getLogger("rowgate.audit")
+
+
+def configure(stream: object = None) -> None:
+    handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    audit_log.handlers[:] = [handler]
+    audit_log.setLevel(logging.INFO)
+    audit_log.propagate = False
+
+
+def record(
+    *,
+    principal: str,
+    tool: str,
+    table: str | None,
+    rows: int | None,
+    ms: float,
+    outcome: str,
+    error_code: str | None = None,
+) -> None:
+    if not audit_log.isEnabledFor(logging.INFO):
+        return
+    event = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "event": "tool_call",
+        "principal": principal,
+        "tool": tool,
+        "table": table,
+        "rows": rows,
+        "ms": round(ms, 2),
+        "outcome": outcome,
+        "error_code": error_code,
+    }
+    audit_log.info(json.dumps(event, separators=(",", ":")))

@@ -1,0 +1,283 @@
+"""`rowgate`: serve, demo, migrate, call, db. Nothing here writes to stdout while MCP is
+served over stdio; messages for people go to stderr."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shlex
+import shutil
+import sys
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from schemas.config import Settings
+from server import audit
+from server.app import Rowgate
+from server.config import ConfigError, load_settings
+from server.demo import DEMO_DATABASE, DemoUser, demo_users, prepare_database
+from server.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from server.errors import RowgateError
+from server.identity import IdentityError, Principal, principal_from_settings
+from server.table_format import render_result
+
+log = logging.getLogger("rowgate")
+
+
+def _version() -> str:
+    try:
+        return version("rowgate")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _embedded() -> EmbeddedPostgres:
+    root = os.environ.get("ROWGATE_EMBEDDED_DIR")
+    return EmbeddedPostgres(Path(root) if root else None)
+
+
+def _demo_user(name: str) -> DemoUser:
+    users = demo_users()
+    if name not in users:
+        raise ConfigError(f"no demo user {name!r}; demo users: {', '.join(users)}")
+    return users[name]
+
+
+class _Target:
+    """Where a command's calls go: settings, the principal, and the embedded server if any."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.embedded: EmbeddedPostgres | None = None
+        self.demo_user: DemoUser | None = getattr(args, "user", None) and _demo_user(args.user)
+        overrides: dict[str, Any] = {}
+        if self.demo_user is not None:
+            self.embedded = _embedded()
+            overrides["database_url"] = self.embedded.dsn("authenticator", DEMO_DATABASE)
+        self.settings: Settings = load_settings(
+            config_file=getattr(args, "config", None), overrides=overrides
+        )
+
+    def context(self) -> AbstractContextManager[Any]:
+        return self.embedded if self.embedded is not None else nullcontext()
+
+    async def prepare(self) -> None:
+        if self.embedded is not None:
+            await prepare_database(self.embedded.dsn(), DEMO_DATABASE, demo=True)
+
+    def principal(self) -> Principal:
+        if self.demo_user is not None:
+            return self.demo_user.principal
+        return principal_from_settings(self.settings)
+
+
+async def _open(target: _Target) -> tuple[Rowgate, Principal]:
+    await target.prepare()
+    principal = target.principal()
+    rg = await Rowgate.start(target.settings)
+    try:
+        await rg.policy.tables(principal)  # refuses a missing or privileged role up front
+    except BaseException:
+        await rg.close()
+        raise
+    return rg, principal
+
+
+async def _serve(target: _Target) -> None:
+    from server.protocol import serve_stdio
+
+    rg, principal = await _open(target)
+    try:
+        if sys.stdin.isatty():
+            _banner(target, principal)
+        await serve_stdio(rg, principal, version=_version())
+    finally:
+        await rg.close()
+
+
+def _banner(target: _Target, principal: Principal) -> None:
+    exe = shutil.which("rowgate") or str(Path(sys.argv[0]).resolve())
+    user = target.demo_user
+    who = f"{user.name} ({user.description}; " if user else "("
+    where = (
+        f"embedded PostgreSQL, database {DEMO_DATABASE} (socket {target.embedded.socket_dir})"
+        if target.embedded
+        else "the database in DATABASE_URL"
+    )
+    args = ["demo", "--user", user.name] if user else ["serve"]
+    snippet = json.dumps({"mcpServers": {"rowgate": {"command": exe, "args": args}}}, indent=2)
+    _say(
+        f"rowgate {_version()}: serving MCP over stdio as {who}role {principal.role})\n"
+        f"database: {where}\n\n"
+        "Connect an MCP client to this command instead of typing here. Claude Desktop "
+        "(claude_desktop_config.json):\n"
+        f"{snippet}\n\n"
+        f"MCP Inspector:  npx @modelcontextprotocol/inspector {shlex.join([exe, *args])}\n"
+        f"From a shell:   {shlex.quote(exe)} call select_rows "
+        f"{'--user ' + user.name + ' ' if user else ''}table=orders limit=5\n\n"
+        "Waiting for MCP messages on stdin (Ctrl-C to stop)."
+    )
+
+
+def _parse_tool_args(pairs: Sequence[str], raw_json: str | None) -> dict[str, Any]:
+    arguments: dict[str, Any] = {}
+    if raw_json:
+        parsed = json.loads(raw_json)
+        if not isinstance(parsed, dict):
+            raise ConfigError("--args must be a JSON object")
+        arguments.update(parsed)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"tool arguments are key=value, got {pair!r}")
+        try:
+            arguments[key] = json.loads(value)
+        except json.JSONDecodeError:
+            arguments[key] = value
+    return arguments
+
+
+async def _call(target: _Target, tool: str, arguments: dict[str, Any], as_json: bool) -> int:
+    rg, principal = await _open(target)
+    try:
+        result = await rg.call(tool, arguments, principal)
+    except RowgateError as exc:
+        _say(f"error [{exc.code}]: {exc.message}")
+        return 1
+    finally:
+        await rg.close()
+    data = result.model_dump(mode="json")
+    print(json.dumps(data, indent=2) if as_json else render_result(data))
+    return 0
+
+
+async def _migrate(admin_url: str) -> list[str]:
+    from server.migrate import apply_migrations
+
+    conn = await asyncpg.connect(admin_url)
+    try:
+        return await apply_migrations(conn, "core")
+    finally:
+        await conn.close()
+
+
+def _db(action: str) -> int:
+    pg = _embedded()
+    if action == "start":
+        pg.start()
+        # Registered users are this process only; keep it running for other processes.
+        _say(f"embedded PostgreSQL running; admin DSN: {pg.dsn()}")
+        return 0
+    if action == "stop":
+        pg.force_stop()
+        _say("embedded PostgreSQL stopped")
+        return 0
+    if action == "url":
+        print(pg.dsn("authenticator", DEMO_DATABASE))
+        return 0
+    _say("running" if pg.is_running() else "stopped")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rowgate",
+        description="MCP server: agents read and change Postgres data as the user they act for.",
+    )
+    parser.add_argument("--version", action="version", version=f"rowgate {_version()}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve MCP over stdio (settings from env/.env/config)")
+    serve.add_argument("--config", type=Path, help="TOML config file (or ROWGATE_CONFIG)")
+    serve.add_argument("--transport", choices=["stdio"], default="stdio")
+
+    demo = sub.add_parser("demo", help="embedded PostgreSQL + demo data, served as a demo user")
+    demo.add_argument("--user", default="alice", help="demo user (alice, bob, carol, dave)")
+
+    migrate = sub.add_parser("migrate", help="apply rowgate's own migrations (never demo data)")
+    migrate.add_argument(
+        "--database-url",
+        help="an owner/admin connection (default: ROWGATE_ADMIN_URL, then DATABASE_URL)",
+    )
+
+    call = sub.add_parser("call", help="call one tool and print the result")
+    call.add_argument("tool")
+    call.add_argument("arguments", nargs="*", help="key=value (values parsed as JSON if valid)")
+    call.add_argument("--user", help="run against the demo database as this demo user")
+    call.add_argument("--config", type=Path)
+    call.add_argument("--args", dest="raw_json", help="all arguments as one JSON object")
+    call.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    db = sub.add_parser("db", help="manage the embedded PostgreSQL")
+    db.add_argument("action", choices=["start", "stop", "status", "url"])
+    return parser
+
+
+def _configure_logging(verbose: bool, *, audit_on: bool) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO if verbose else logging.WARNING,
+        format="rowgate %(levelname)s: %(message)s",
+    )
+    audit.configure()
+    if not audit_on:
+        audit.audit_log.setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    # key=value tool arguments may come before or after --user/--json.
+    args, extra = parser.parse_known_args(argv)
+    if extra and (args.command != "call" or any("=" not in e or e.startswith("-") for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.arguments += extra
+    _configure_logging(args.verbose, audit_on=args.command != "call" or args.verbose)
+    try:
+        if args.command == "db":
+            return _db(args.action)
+        if args.command == "migrate":
+            settings = load_settings()
+            url = args.database_url or os.environ.get("ROWGATE_ADMIN_URL") or settings.database_url
+            if not url:
+                raise ConfigError("give --database-url, ROWGATE_ADMIN_URL or DATABASE_URL")
+            applied = asyncio.run(_migrate(url))
+            _say(f"applied: {', '.join(applied)}" if applied else "already up to date")
+            return 0
+        target = _Target(args)
+        with target.context():
+            if args.command == "call":
+                arguments = _parse_tool_args(args.arguments, args.raw_json)
+                return asyncio.run(_call(target, args.tool, arguments, args.json))
+            asyncio.run(_serve(target))
+            return 0
+    except KeyboardInterrupt:
+        return 130
+    except (ConfigError, IdentityError, EmbeddedPostgresError) as exc:
+        _say(f"rowgate: {exc}")
+        return 2
+    except RowgateError as exc:
+        _say(f"rowgate: [{exc.code}] {exc.message}")
+        return 2
+    except json.JSONDecodeError as exc:
+        _say(f"rowgate: --args is not valid JSON: {exc}")
+        return 2
+    except (OSError, asyncpg.PostgresError) as exc:
+        _say(f"rowgate: database error: {exc}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

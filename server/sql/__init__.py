@@ -1,0 +1,1 @@
+"""From a checked request to SQL text: filters (sqlglot allowlist), statements, bind values."""
