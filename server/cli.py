@@ -10,6 +10,7 @@ import logging
 import os
 import shlex
 import shutil
+import signal
 import sys
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -98,12 +99,32 @@ async def _serve(target: _Target) -> None:
     from server.protocol import serve_stdio
 
     rg, principal = await _open(target)
+    _exit_on_signals(target)
     try:
         if sys.stdin.isatty():
             _banner(target, principal)
         await serve_stdio(rg, principal, version=_version())
     finally:
         await rg.close()
+
+
+def _exit_on_signals(target: _Target) -> None:
+    """Ctrl-C / SIGTERM end the process at once. The SDK reads stdin in a worker thread that
+    a cancellation cannot interrupt, so an orderly asyncio shutdown would wait for the next
+    input line; the embedded PostgreSQL is released first (stopped if no one else uses it)."""
+    loop = asyncio.get_running_loop()
+
+    def stop(signum: int) -> None:
+        if target.embedded is not None:
+            try:
+                target.embedded.stop()
+            except EmbeddedPostgresError as exc:
+                _say(f"rowgate: {exc}")
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop, signum)
 
 
 def _banner(target: _Target, principal: Principal) -> None:
@@ -116,7 +137,10 @@ def _banner(target: _Target, principal: Principal) -> None:
         else "the database in DATABASE_URL"
     )
     args = ["demo", "--user", user.name] if user else ["serve"]
-    snippet = json.dumps({"mcpServers": {"rowgate": {"command": exe, "args": args}}}, indent=2)
+    entry: dict[str, Any] = {"command": exe, "args": args}
+    if os.environ.get("ROWGATE_EMBEDDED_DIR") and user:
+        entry["env"] = {"ROWGATE_EMBEDDED_DIR": os.environ["ROWGATE_EMBEDDED_DIR"]}
+    snippet = json.dumps({"mcpServers": {"rowgate": entry}}, indent=2)
     _say(
         f"rowgate {_version()}: serving MCP over stdio as {who}role {principal.role})\n"
         f"database: {where}\n\n"
@@ -274,6 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except json.JSONDecodeError as exc:
         _say(f"rowgate: --args is not valid JSON: {exc}")
         return 2
+    except BrokenPipeError:  # e.g. `rowgate call ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (OSError, asyncpg.PostgresError) as exc:
         _say(f"rowgate: database error: {exc}")
         return 2
