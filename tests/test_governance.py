@@ -1,0 +1,72 @@
+"""Audit events, warnings about unprotected tables, and more than one exposed schema."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from schemas.config import Settings
+from server import audit
+from server.app import Rowgate
+from server.errors import RowgateError
+from server.identity import Principal
+
+
+async def test_one_audit_event_per_call_without_data_values(rg: Rowgate, bob: Principal) -> None:
+    stream = io.StringIO()
+    audit.configure(stream)
+    try:
+        await rg.call(
+            "select_rows", {"table": "orders", "where": "note = 'SECRET-VALUE'", "limit": 3}, bob
+        )
+        with pytest.raises(RowgateError):
+            await rg.call("select_rows", {"table": "orders", "where": "pg_sleep(1) IS NULL"}, bob)
+    finally:
+        audit.audit_log.setLevel(logging.WARNING)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2
+    ok, refused = (json.loads(line) for line in lines)
+    assert ok["principal"] == f"authenticated:{bob.subject}"
+    assert (ok["tool"], ok["table"], ok["rows"], ok["outcome"]) == (
+        "select_rows", "orders", 0, "ok",
+    )  # fmt: skip
+    assert ok["ms"] >= 0 and ok["time"].endswith("Z")
+    assert (refused["outcome"], refused["error_code"]) == ("error", "invalid_request")
+    assert "SECRET-VALUE" not in stream.getvalue() and "pg_sleep" not in stream.getvalue()
+
+
+@pytest.fixture
+async def sales_schema(admin: asyncpg.Connection) -> AsyncIterator[None]:
+    await admin.execute(
+        "CREATE SCHEMA sales;"
+        " CREATE TABLE sales.orders (id int PRIMARY KEY, region text);"
+        " INSERT INTO sales.orders VALUES (1, 'north'), (2, 'south');"
+        " GRANT USAGE ON SCHEMA sales TO authenticated;"
+        " GRANT SELECT ON sales.orders TO authenticated;"
+    )
+    yield
+    await admin.execute("DROP SCHEMA sales CASCADE")
+
+
+async def test_several_schemas_and_a_warning_for_tables_without_rls(
+    login_dsn: str, bob: Principal, sales_schema: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = await Rowgate.start(Settings(database_url=login_dsn, schemas=["public", "sales"]))
+    try:
+        with (
+            caplog.at_level(logging.WARNING, logger="rowgate"),
+            pytest.raises(RowgateError, match=r"ambiguous; use one of: public\.orders, sales"),
+        ):
+            await app.call("select_rows", {"table": "orders"}, bob)
+        assert any(
+            "sales.orders has NO row-level security" in r.getMessage() for r in caplog.records
+        )
+        rows = (await app.call("select_rows", {"table": "sales.orders"}, bob)).model_dump()
+        assert [r["region"] for r in rows["rows"]] == ["north", "south"]
+    finally:
+        await app.close()
