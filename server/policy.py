@@ -7,7 +7,9 @@ answer is computed once per role and cached with the catalog.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -19,6 +21,8 @@ from server.identity import Principal
 from server.sql.filters import ColumnScope, did_you_mean
 
 log = logging.getLogger("rowgate")
+T = TypeVar("T")
+PLANS_PER_TABLE = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +34,10 @@ class TableAccess:
     updatable: frozenset[str]
     description: str | None
     scope: ColumnScope = field(init=False)
+    # Select plans by exact request, for repeated calls; lives and dies with this access view.
+    plans: OrderedDict[tuple[Any, ...], Any] = field(
+        init=False, default_factory=OrderedDict, compare=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -37,6 +45,12 @@ class TableAccess:
             "scope",
             ColumnScope(self.table.qualified, self.table.name, frozenset(self.selectable)),
         )
+
+    def remember(self, key: tuple[Any, ...], plan: T) -> T:
+        self.plans[key] = plan
+        if len(self.plans) > PLANS_PER_TABLE:
+            self.plans.popitem(last=False)
+        return plan
 
     @property
     def visible_primary_key(self) -> tuple[str, ...]:

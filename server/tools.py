@@ -32,8 +32,15 @@ from schemas.tools import (
 from server.errors import RowgateError, bad_request
 from server.identity import Principal
 from server.policy import TableAccess
-from server.sql.filters import column_list, did_you_mean
-from server.sql.statements import Statement, plan_delete, plan_insert, plan_select, plan_update
+from server.sql.filters import column_list, condition_shape, did_you_mean
+from server.sql.statements import (
+    SelectPlan,
+    Statement,
+    plan_delete,
+    plan_insert,
+    plan_select,
+    plan_update,
+)
 
 if TYPE_CHECKING:
     from server.app import Rowgate
@@ -96,7 +103,7 @@ async def select_rows(rg: Rowgate, req: SelectRowsRequest, who: Principal) -> Se
         if req.columns
         else list(access.selectable)
     )
-    plan = plan_select(access, columns, req.where, req.order_by, limit, req.cursor)
+    plan = _select_plan(access, columns, req, limit)
     statement = plan.statement
 
     async def work(conn: asyncpg.Connection) -> Any:
@@ -104,6 +111,23 @@ async def select_rows(rg: Rowgate, req: SelectRowsRequest, who: Principal) -> Se
 
     rows, next_cursor = plan.page(json.loads(await rg.db.run(who, work, read_only=True)))
     return SelectRowsResult(rows=rows, row_count=len(rows), next_cursor=next_cursor)
+
+
+def _select_plan(
+    access: TableAccess, columns: list[str], req: SelectRowsRequest, limit: int
+) -> SelectPlan:
+    """Generating SQL costs more than running a point lookup, so plans are kept per request
+    shape: a filter that differs only in its literal values reuses the SQL text."""
+    shape = condition_shape(req.where) if req.where else None
+    where_key = shape.key if shape is not None else req.where
+    key = (tuple(columns), where_key, req.order_by, limit, req.cursor)
+    cached: SelectPlan | None = access.plans.get(key)
+    if cached is not None:
+        return cached.with_literals(shape.literals) if shape is not None else cached
+    plan = plan_select(access, columns, req.where, req.order_by, limit, req.cursor)
+    if shape is None or plan.binds_literals(shape.literals):
+        access.remember(key, plan)
+    return plan
 
 
 def _writable(access: TableAccess, names: list[str], allowed: frozenset[str], verb: str) -> None:

@@ -10,13 +10,16 @@ so a filter can never tell whether a hidden column exists.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
 import sqlglot
 from sqlglot import exp
+from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import ParseError, TokenError
+from sqlglot.tokenizer_core import TokenType
 
 from server.errors import RowgateError, bad_request
 from server.sql.params import Bindings
@@ -267,6 +270,45 @@ def _number(text: str) -> int | Decimal:
     return int(text) if text.isdigit() else Decimal(text)
 
 
+@dataclass(frozen=True, slots=True)
+class ConditionShape:
+    """A filter's tokens with its literal values taken out: `id = 5` and `id = 6` share a shape,
+    so the SQL generated for one serves the other with new bind values."""
+
+    key: tuple[tuple[str, str | None], ...]
+    literals: tuple[str | int | Decimal, ...]
+
+
+_POSTGRES = Postgres()
+_T = TokenType
+# Tokens whose meaning never depends on a literal's value. Filters with anything else
+# (functions, casts, intervals, escape strings, signs) are compiled afresh every time.
+_SHAPE_TOKENS = {
+    _T.VAR, _T.IDENTIFIER, _T.STRING, _T.NUMBER, _T.EQ, _T.NEQ, _T.GT, _T.GTE, _T.LT, _T.LTE,
+    _T.AND, _T.OR, _T.NOT, _T.L_PAREN, _T.R_PAREN, _T.COMMA, _T.IN, _T.BETWEEN, _T.IS,
+    _T.NULL, _T.TRUE, _T.FALSE, _T.LIKE, _T.ILIKE, _T.DOT,
+}  # fmt: skip
+
+
+def condition_shape(text: str) -> ConditionShape | None:
+    try:
+        tokens = _POSTGRES.tokenize(text)
+    except (TokenError, ParseError, RecursionError):
+        return None
+    key: list[tuple[str, str | None]] = []
+    literals: list[str | int | Decimal] = []
+    for token in tokens:
+        kind = token.token_type
+        if kind not in _SHAPE_TOKENS:
+            return None
+        if kind is _T.STRING:
+            literals.append(token.text)
+        elif kind is _T.NUMBER:
+            literals.append(_number(token.text))
+        key.append((kind.name, None if kind in (_T.STRING, _T.NUMBER) else token.text))
+    return ConditionShape(tuple(key), tuple(literals))
+
+
 def compile_condition(text: str, scope: ColumnScope, bindings: Bindings) -> exp.Expression:
     """The agent's `where` text as a checked boolean expression with bound literals."""
     return _Compiler(scope, bindings).compile(_parse(text, "where"))
@@ -278,14 +320,27 @@ class OrderTerm:
     descending: bool
 
 
+_SIMPLE_ORDER = re.compile(
+    r"\s*[A-Za-z_][A-Za-z0-9_]*(\s+(?i:asc|desc))?(\s*,\s*[A-Za-z_][A-Za-z0-9_]*(\s+(?i:asc|desc))?)*\s*"
+)
+
+
 def parse_order_by(text: str, scope: ColumnScope) -> list[OrderTerm]:
     """`total DESC, id` -> order terms over visible columns (Postgres' default NULL order)."""
+    terms: list[OrderTerm] = []
+    if _SIMPLE_ORDER.fullmatch(text):
+        # The common case needs no SQL parser: bare names, folded like Postgres does.
+        for part in text.split(","):
+            name, *direction = part.split()
+            column = exp.Column(this=exp.to_identifier(name))
+            descending = [d.lower() for d in direction] == ["desc"]
+            terms.append(OrderTerm(scope.resolve(column), descending))
+        return _distinct(terms)
     query = _parse(f"SELECT 1 ORDER BY {text}", "order_by")
     order = query.args.get("order") if isinstance(query, exp.Select) else None
     extra = {k for k, v in query.args.items() if v and k not in {"expressions", "order"}}
     if order is None or extra or len(query.expressions) != 1:
         raise bad_request("order_by must be a comma-separated list of columns with ASC/DESC")
-    terms: list[OrderTerm] = []
     for ordered in order.expressions:
         column = ordered.this
         if not isinstance(column, exp.Column):
@@ -293,10 +348,15 @@ def parse_order_by(text: str, scope: ColumnScope) -> list[OrderTerm]:
         descending = bool(ordered.args.get("desc"))
         if bool(ordered.args.get("nulls_first")) != descending:
             raise bad_request("NULLS FIRST/LAST is not supported in order_by")
-        name = scope.resolve(column)
-        if any(t.column == name for t in terms):
+        terms.append(OrderTerm(scope.resolve(column), descending))
+    return _distinct(terms)
+
+
+def _distinct(terms: list[OrderTerm]) -> list[OrderTerm]:
+    names = [t.column for t in terms]
+    for name in names:
+        if names.count(name) > 1:
             raise bad_request(f"column {name!r} appears twice in order_by")
-        terms.append(OrderTerm(name, descending))
     return terms
 
 

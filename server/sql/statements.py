@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import functools
 import hashlib
 import json
@@ -64,6 +65,19 @@ class SelectPlan:
     limit: int
     offset: int
     fingerprint: str
+    where_params: int  # the first parameters, in the order of the filter's literals
+
+    def binds_literals(self, literals: Sequence[Any]) -> bool:
+        """True when the filter's parameters are exactly its literals, in order (so the plan
+        can serve every filter of the same shape by swapping values)."""
+        params = self.statement.params[: self.where_params]
+        return len(literals) == self.where_params and all(
+            type(p.value) is type(v) and p.value == v for p, v in zip(params, literals, strict=True)
+        )
+
+    def with_literals(self, literals: Sequence[Any]) -> SelectPlan:
+        params = [Param(v) for v in literals] + list(self.statement.params[self.where_params :])
+        return dataclasses.replace(self, statement=Statement(self.statement.sql, params))
 
     def page(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str | None]:
         """The caller's page (extra rows and helper columns stripped) and the next cursor."""
@@ -166,6 +180,7 @@ def plan_select(
     conditions: list[exp.Expression] = []
     if where is not None and where.strip():
         conditions.append(exp.Paren(this=compile_condition(where, access.scope, b)))
+    where_params = len(b.params)
 
     offset = 0
     if cursor:
@@ -187,21 +202,24 @@ def plan_select(
             offset = raw_offset
 
     fetched = columns + [t.column for t in order if t.column not in columns]
-    query = exp.select(*(quoted_column(c) for c in fetched)).from_(_table(access))
-    if conditions:
-        query = query.where(_joined(exp.And, conditions))
-    if order:
-        query = query.order_by(
-            *(
+    # Built as one node (not with the chained builders, which copy the tree at every step).
+    query = exp.Select(
+        expressions=[quoted_column(c) for c in fetched],
+        from_=exp.From(this=_table(access)),
+        where=exp.Where(this=_joined(exp.And, conditions)) if conditions else None,
+        order=exp.Order(
+            expressions=[
                 exp.Ordered(
                     this=quoted_column(t.column), desc=t.descending, nulls_first=t.descending
                 )
                 for t in order
-            )
+            ]
         )
-    query = query.limit(b.placeholder(limit + 1, source="json"))
-    if offset:
-        query = query.offset(b.placeholder(offset, source="json"))
+        if order
+        else None,
+        limit=exp.Limit(expression=b.placeholder(limit + 1, source="json")),
+        offset=exp.Offset(expression=b.placeholder(offset, source="json")) if offset else None,
+    )
     sql = _ROWS_AS_JSON.format(inner=_sql(query))
     return SelectPlan(
         statement=Statement(sql, b.params),
@@ -211,6 +229,7 @@ def plan_select(
         limit=limit,
         offset=offset,
         fingerprint=fingerprint,
+        where_params=where_params,
     )
 
 
