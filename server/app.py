@@ -22,13 +22,26 @@ from server.tools import TOOLS
 
 log = logging.getLogger("rowgate")
 
+_MIGRATED_SQL = (
+    "SELECT to_regprocedure('rowgate.idempotency_begin(text, text, interval)') IS NOT NULL"
+)
+
 
 class Rowgate:
-    def __init__(self, settings: Settings, db: Database, catalog: Catalog, policy: Policy) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        catalog: Catalog,
+        policy: Policy,
+        *,
+        migrated: bool = True,
+    ) -> None:
         self.settings = settings
         self.db = db
         self.catalog = catalog
         self.policy = policy
+        self.migrated = migrated
 
     @classmethod
     async def start(cls, settings: Settings) -> Rowgate:
@@ -51,20 +64,27 @@ class Rowgate:
             async with db.pool.acquire() as conn:
                 await _warn_about_login_role(conn)
                 catalog = await Catalog.load(conn, settings.schemas)
+                migrated = bool(await conn.fetchval(_MIGRATED_SQL))
         except Exception as exc:
             await db.close()
             raise from_postgres(exc, writing=False) from exc
         policy = Policy(
             catalog, db.pool, settings.tables, allow_privileged_role=settings.allow_privileged_role
         )
-        return cls(settings, db, catalog, policy)
+        if not migrated:
+            log.warning(
+                "rowgate's migrations are not applied to this database; writes are disabled "
+                "until `rowgate migrate` has run"
+            )
+        return cls(settings, db, catalog, policy, migrated=migrated)
 
     async def close(self) -> None:
         await self.db.close()
 
     async def call(self, tool: str, arguments: Mapping[str, Any], who: Principal) -> Result:
         started = time.perf_counter()
-        table = arguments.get("table") if isinstance(arguments.get("table"), str) else None
+        raw_table = arguments.get("table")
+        table = raw_table[:200] if isinstance(raw_table, str) else None
         rows: int | None = None
         error: RowgateError | None = None
         try:

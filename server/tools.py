@@ -190,6 +190,12 @@ async def _write(
 ) -> WriteResult:
     """Run one write with its idempotency record, in one transaction: either both land or
     neither does; a retry with the same key returns the stored result."""
+    if not rg.migrated:
+        raise RowgateError(
+            "not_migrated",
+            "writes need rowgate's own migrations in this database (idempotency keys): "
+            "run `rowgate migrate`. Nothing was changed.",
+        )
     key: str = req.idempotency_key
     cap = rg.settings.limits.max_write_rows
     ttl = timedelta(seconds=rg.settings.limits.idempotency_ttl_seconds)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -70,3 +71,45 @@ async def test_several_schemas_and_a_warning_for_tables_without_rls(
         assert [r["region"] for r in rows["rows"]] == ["north", "south"]
     finally:
         await app.close()
+
+
+async def test_unmigrated_database_reads_but_refuses_writes_clearly(
+    admin_dsn: str, bob: Principal
+) -> None:
+    from urllib.parse import urlsplit
+
+    from server.demo import create_database, with_user_and_database
+
+    name = f"rowgate_plain_{uuid.uuid4().hex[:8]}"
+    await create_database(admin_dsn, name)
+    owner = with_user_and_database(admin_dsn, urlsplit(admin_dsn).username or "postgres", name)
+    conn = await asyncpg.connect(owner)
+    try:
+        await conn.execute(
+            "CREATE TABLE notes (id int PRIMARY KEY, body text);"
+            " ALTER TABLE notes ENABLE ROW LEVEL SECURITY;"
+            " CREATE POLICY everyone ON notes TO authenticated USING (true) WITH CHECK (true);"
+            " GRANT SELECT, INSERT ON notes TO authenticated;"
+            " INSERT INTO notes VALUES (1, 'hello');"
+        )
+        app = await Rowgate.start(
+            Settings(database_url=with_user_and_database(admin_dsn, "authenticator", name))
+        )
+        try:
+            rows = (await app.call("select_rows", {"table": "notes"}, bob)).model_dump()["rows"]
+            assert rows == [{"id": 1, "body": "hello"}]
+            with pytest.raises(RowgateError) as error:
+                await app.call(
+                    "insert_rows",
+                    {"table": "notes", "rows": [{"id": 2}], "idempotency_key": "k"},
+                    bob,
+                )
+            assert error.value.code == "not_migrated" and "rowgate migrate" in error.value.message
+            assert await conn.fetchval("SELECT count(*) FROM notes") == 1
+        finally:
+            await app.close()
+    finally:
+        await conn.close()
+        admin = await asyncpg.connect(admin_dsn)
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()

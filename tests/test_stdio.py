@@ -175,3 +175,35 @@ def test_misconfiguration_is_a_clear_message_not_a_traceback(tmp_path: Path) -> 
         assert done.returncode == 2, done.stderr
         assert expected in done.stderr and "Traceback" not in done.stderr
         assert done.stdout == ""
+
+
+async def test_attack_strings_in_every_argument_over_stdio(
+    login_dsn: str, users: dict[str, DemoUser], admin: asyncpg.Connection
+) -> None:
+    state = "SELECT (SELECT md5(string_agg(o::text, ',' ORDER BY id)) FROM public.orders o)"
+    before = await admin.fetchval(state)
+    async with rowgate_client(serve_env(login_dsn, users["bob"])) as client:
+        attacks: list[dict[str, Any]] = [
+            {"table": "orders", "where": "id = 1; COMMIT; DROP TABLE public.orders"},
+            {"table": "orders", "where": "set_config('role', 'postgres', true) = 'x'"},
+            {"table": "orders", "where": "internal_margin > 0"},
+            {"table": "orders", "order_by": "id; DROP TABLE public.orders"},
+            {"table": "orders", "order_by": "internal_margin"},
+            {"table": "orders", "columns": ["internal_margin"]},
+            {"table": "orders", "columns": ["id; DROP TABLE public.orders"]},
+            {"table": "orders; DROP TABLE public.orders"},
+            {"table": "pg_catalog.pg_authid"},
+            {"table": "rowgate.idempotency_keys"},
+        ]
+        for arguments in attacks:
+            text = await error_text(client, "select_rows", **arguments)
+            assert "invalid_request" in text or "unknown_table" in text, (arguments, text)
+        customer = await admin.fetchval(
+            "SELECT min(id) FROM public.customers WHERE org_id = $1", ACME
+        )
+        text = await error_text(
+            client, "insert_rows", table="orders", idempotency_key=str(uuid.uuid4()),
+            rows=[{"customer_id": customer, "status": "x'); DROP TABLE public.orders; --"}],
+        )  # fmt: skip
+        assert "check_violation" in text
+    assert await admin.fetchval(state) == before
