@@ -21,6 +21,26 @@ async def call(rg: Rowgate, who: Principal, tool: str, **arguments: Any) -> dict
     return result.model_dump(mode="json")
 
 
+async def all_ids(rg: Rowgate, who: Principal, **arguments: Any) -> list[int]:
+    """Follows next_cursor to the end; the ids of every page, in order."""
+    ids: list[int] = []
+    cursor = None
+    for _ in range(1000):
+        page = await call(
+            rg,
+            who,
+            "select_rows",
+            columns=["id"],
+            **arguments,
+            **({"cursor": cursor} if cursor else {}),
+        )
+        ids += [r["id"] for r in page["rows"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return ids
+    raise AssertionError("pagination did not end")
+
+
 async def test_users_of_different_orgs_see_disjoint_orders(
     rg: Rowgate, bob: Principal, carol: Principal, admin: asyncpg.Connection
 ) -> None:
@@ -116,44 +136,15 @@ async def test_pages_cover_every_visible_row_exactly_once(
         " AND status IN ('draft', 'open', 'cancelled') AND note IS NULL",
         GLOBEX,
     )
-    seen: list[int] = []
-    cursor = None
-    for _ in range(200):
-        args: dict[str, Any] = {
-            "table": "orders",
-            "where": where,
-            "order_by": "created_at DESC",
-            "limit": 97,
-            "columns": ["id"],
-        }
-        if cursor:
-            args["cursor"] = cursor
-        page = await call(rg, dave, "select_rows", **args)
-        seen += [r["id"] for r in page["rows"]]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            break
+    seen = await all_ids(
+        rg, dave, table="orders", where=where, order_by="created_at DESC", limit=97
+    )
     assert expected > 200
     assert len(seen) == len(set(seen)) == expected
 
 
 async def test_nullable_sort_column_paginates_completely(rg: Rowgate, carol: Principal) -> None:
-    seen: list[int] = []
-    cursor = None
-    while True:
-        args: dict[str, Any] = {
-            "table": "customers",
-            "order_by": "notes DESC",
-            "limit": 7,
-            "columns": ["id"],
-        }
-        if cursor:
-            args["cursor"] = cursor
-        page = await call(rg, carol, "select_rows", **args)
-        seen += [r["id"] for r in page["rows"]]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            break
+    seen = await all_ids(rg, carol, table="customers", order_by="notes DESC", limit=7)
     everything = await call(rg, carol, "select_rows", table="customers", limit=500)
     assert sorted(seen) == sorted(r["id"] for r in everything["rows"])
     assert len(seen) == len(set(seen))
