@@ -59,6 +59,9 @@ class Settings(_Strict):
     allow_privileged_role: bool = Field(
         default=False, description="Permit acting as a superuser or BYPASSRLS role."
     )
+    catalog_ttl_seconds: float = Field(
+        default=60, ge=0, description="How long tables, columns and grants are cached."
+    )
     pool_min_size: int = Field(default=1, ge=0)
     pool_max_size: int = Field(default=10, ge=1)
     limits: Limits = Field(default_factory=Limits)

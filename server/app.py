@@ -32,14 +32,12 @@ class Rowgate:
         self,
         settings: Settings,
         db: Database,
-        catalog: Catalog,
         policy: Policy,
         *,
         migrated: bool = True,
     ) -> None:
         self.settings = settings
         self.db = db
-        self.catalog = catalog
         self.policy = policy
         self.migrated = migrated
 
@@ -69,14 +67,19 @@ class Rowgate:
             await db.close()
             raise from_postgres(exc, writing=False) from exc
         policy = Policy(
-            catalog, db.pool, settings.tables, allow_privileged_role=settings.allow_privileged_role
+            catalog,
+            db.pool,
+            settings.tables,
+            allow_privileged_role=settings.allow_privileged_role,
+            catalog_ttl_seconds=settings.catalog_ttl_seconds,
+            on_reload=db.binder.clear,
         )
         if not migrated:
             log.warning(
                 "rowgate's migrations are not applied to this database; writes are disabled "
                 "until `rowgate migrate` has run"
             )
-        return cls(settings, db, catalog, policy, migrated=migrated)
+        return cls(settings, db, policy, migrated=migrated)
 
     async def close(self) -> None:
         await self.db.close()

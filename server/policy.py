@@ -6,8 +6,11 @@ answer is computed once per role and cached with the catalog.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -67,15 +70,37 @@ class Policy:
         tables: dict[str, TableConfig],
         *,
         allow_privileged_role: bool,
+        catalog_ttl_seconds: float = 60,
+        on_reload: Callable[[], None] = lambda: None,
     ) -> None:
-        self.catalog = catalog
         self.pool = pool
         self.allow_privileged_role = allow_privileged_role
-        self._config = {_config_key(name, catalog): cfg for name, cfg in tables.items()}
+        self.catalog_ttl_seconds = catalog_ttl_seconds
+        self._on_reload = on_reload
+        self._tables_config = tables
+        self._reload_lock = asyncio.Lock()
+        self._adopt(catalog)
+
+    def _adopt(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._config = {
+            _config_key(name, catalog): cfg for name, cfg in self._tables_config.items()
+        }
         self._by_role: dict[str, dict[str, TableAccess]] = {}
+        self._loaded_at = time.monotonic()
+
+    async def reload(self) -> None:
+        """Re-read tables, columns and grants, so a DBA's changes apply without a restart."""
+        async with self._reload_lock:
+            async with self.pool.acquire() as conn:
+                catalog = await Catalog.load(conn, list(self.catalog.schemas))
+            self._adopt(catalog)
+            self._on_reload()
 
     async def tables(self, principal: Principal) -> dict[str, TableAccess]:
         """Every table this principal may use, keyed by qualified name."""
+        if time.monotonic() - self._loaded_at > self.catalog_ttl_seconds:
+            await self.reload()
         cached = self._by_role.get(principal.role)
         if cached is not None:
             return cached
@@ -157,9 +182,6 @@ class Policy:
                 f"refusing to act as {role!r}: it is a superuser or bypasses row-level security. "
                 "Set ROWGATE_ALLOW_PRIVILEGED_ROLE=true only if that is really intended.",
             )
-
-    def forget(self) -> None:
-        self._by_role.clear()
 
 
 def _config_key(name: str, catalog: Catalog) -> str:

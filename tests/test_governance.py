@@ -113,3 +113,28 @@ async def test_unmigrated_database_reads_but_refuses_writes_clearly(
         admin = await asyncpg.connect(admin_dsn)
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def test_grant_changes_apply_without_a_restart(
+    login_dsn: str, bob: Principal, admin: asyncpg.Connection
+) -> None:
+    app = await Rowgate.start(Settings(database_url=login_dsn, catalog_ttl_seconds=0))
+    try:
+
+        async def bob_columns() -> set[str]:
+            described = await app.call("describe_table", {"table": "customers"}, bob)
+            return {c["name"] for c in described.model_dump()["columns"]}
+
+        assert "tier" not in await bob_columns()
+        await admin.execute(
+            "ALTER TABLE public.customers ADD COLUMN tier text DEFAULT 'gold';"
+            " GRANT SELECT (tier) ON public.customers TO authenticated"
+        )
+        assert "tier" in await bob_columns()
+        await admin.execute("REVOKE SELECT (tier) ON public.customers FROM authenticated")
+        assert "tier" not in await bob_columns()
+        with pytest.raises(RowgateError, match="unknown column 'tier'"):
+            await app.call("select_rows", {"table": "customers", "where": "tier = 'gold'"}, bob)
+    finally:
+        await admin.execute("ALTER TABLE public.customers DROP COLUMN IF EXISTS tier")
+        await app.close()
