@@ -43,7 +43,7 @@ def test_a_valid_token_gives_role_and_claims() -> None:
         (token(exp=None), "exp"),
         (jwt.encode({"sub": BOB, "role": "authenticated"}, "wrong-key" * 5), "rejected"),
         (jwt.encode({"sub": BOB, "role": "postgres", "aud": "rowgate", "exp": time.time() + 60},
-                    None, algorithm="none"), "rejected"),
+                    "", algorithm="none"), "rejected"),
         ("not.a.jwt", "rejected"),
     ],
 )  # fmt: skip

@@ -37,7 +37,7 @@ async def rowgate_client(
     env: dict[str, str], args: list[str] | None = None, mode: str = "auto"
 ) -> AsyncIterator[Client]:
     params = StdioServerParameters(command=ROWGATE, args=args or ["serve"], env=env)
-    async with Client(params, mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(params, mode=mode) as client:
         yield client
 
 
