@@ -1,5 +1,7 @@
 # The two commands of the README: `make demo` and `make test`. Everything they
 # need is installed into .venv from PyPI, pinned by constraints.txt.
+# Install output goes to stderr: `make demo` may be spawned by an MCP client, and
+# on stdio nothing but the protocol may reach stdout.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,16 +11,17 @@ DEMO_USER ?= alice
 .PHONY: demo test lint typecheck unit bench install clean
 
 $(STAMP): pyproject.toml constraints.txt
-	$(PYTHON) -c 'import sys; sys.exit("rowgate needs Python >= 3.11") if sys.version_info < (3, 11) else None'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
-	touch $(STAMP)
+	@$(PYTHON) -c 'import sys; sys.exit("rowgate needs Python >= 3.11") if sys.version_info < (3, 11) else None'
+	@echo "installing rowgate and its dependencies into $(VENV) ..." >&2
+	@$(PYTHON) -m venv $(VENV) >&2
+	@$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip >&2
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]' >&2
+	@touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/rowgate demo --user $(DEMO_USER)
+	@$(BIN)/rowgate demo --user $(DEMO_USER)
 
 lint: $(STAMP)
 	$(BIN)/ruff check server schemas tests bench
