@@ -15,7 +15,7 @@ from schemas.tools import Result
 from server import audit
 from server.catalog import Catalog
 from server.db import Database
-from server.errors import RowgateError, bad_request, from_postgres
+from server.errors import DATABASE_FAILURES, RowgateError, bad_request, from_postgres
 from server.identity import Principal
 from server.policy import Policy
 from server.tools import TOOLS
@@ -106,6 +106,9 @@ class Rowgate:
         except RowgateError as exc:
             error = exc
             raise
+        except DATABASE_FAILURES as exc:  # outside a call's transaction, e.g. reading grants
+            error = from_postgres(exc, writing=False)
+            raise error from exc
         except Exception as exc:
             log.exception("internal error in %s", tool)
             error = RowgateError("internal_error", "Internal error; nothing was changed.")

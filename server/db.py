@@ -14,11 +14,13 @@ from typing import Any, TypeVar
 import asyncpg
 
 from schemas.config import Limits
-from server.errors import RowgateError, from_postgres
+from server.errors import DATABASE_FAILURES, RowgateError, from_postgres
 from server.identity import Principal
 from server.sql.params import Param, ParamBinder
 
 T = TypeVar("T")
+CONNECT_TIMEOUT_S = 5.0
+COMMAND_TIMEOUT_MARGIN_S = 5.0
 
 
 def sql_literal(text: str) -> str:
@@ -33,6 +35,8 @@ class Database:
         self.pool = pool
         self.limits = limits
         self.binder = ParamBinder()
+        # Waiting for a free connection is bounded by how long the calls holding them may run.
+        self._acquire_timeout = limits.statement_timeout_ms / 1000 + CONNECT_TIMEOUT_S
 
     @classmethod
     async def connect(cls, dsn: str, limits: Limits, *, min_size: int, max_size: int) -> Database:
@@ -43,6 +47,10 @@ class Database:
             # Per-call state is transaction-local, so the default reset round trip
             # (RESET ALL; UNLISTEN *; ...) on every release buys nothing.
             reset=_no_reset,
+            # A dead server or network must give a fast, retryable error, never a hang:
+            # Postgres' own statement_timeout covers a slow query, these cover the wire.
+            timeout=CONNECT_TIMEOUT_S,
+            command_timeout=limits.statement_timeout_ms / 1000 + COMMAND_TIMEOUT_MARGIN_S,
             server_settings={
                 "standard_conforming_strings": "on",
                 "application_name": "rowgate",
@@ -74,7 +82,7 @@ class Database:
     ) -> T:
         """Run `work` in one transaction as `principal`; any failure rolls everything back."""
         try:
-            async with self.pool.acquire() as conn:
+            async with self.pool.acquire(timeout=self._acquire_timeout) as conn:
                 await conn.execute(self._begin(principal, read_only=read_only))
                 try:
                     result = await work(conn)
@@ -85,7 +93,7 @@ class Database:
                 return result
         except RowgateError:
             raise
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        except DATABASE_FAILURES as exc:
             raise from_postgres(exc, writing=not read_only) from exc
 
     async def fetchval(self, conn: asyncpg.Connection, sql: str, params: Sequence[Param]) -> Any:

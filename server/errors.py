@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncpg
 
+DATABASE_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
 
 class RowgateError(Exception):
     """A failure the caller can act on. `code` is stable; `message` says what to change."""
@@ -33,7 +35,7 @@ def from_postgres(exc: Exception, *, writing: bool) -> RowgateError:
         if isinstance(exc, OSError | asyncpg.InterfaceError | TimeoutError):
             return RowgateError(
                 "database_unavailable",
-                "The database could not be reached; retry shortly." + tail,
+                "The database did not answer in time (unreachable or busy); retry shortly." + tail,
                 retryable=True,
             )
         return RowgateError("internal_error", "Internal error while running the call." + tail)
