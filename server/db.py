@@ -8,7 +8,7 @@ values as parameters, then COMMIT: three round trips.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -79,6 +79,7 @@ class Database:
         work: Callable[[asyncpg.Connection], Awaitable[T]],
         *,
         read_only: bool,
+        visible: Collection[str] = (),
     ) -> T:
         """Run `work` in one transaction as `principal`; any failure rolls everything back."""
         try:
@@ -94,7 +95,7 @@ class Database:
         except RowgateError:
             raise
         except DATABASE_FAILURES as exc:
-            raise from_postgres(exc, writing=not read_only) from exc
+            raise from_postgres(exc, writing=not read_only, visible=visible) from exc
 
     async def fetchval(self, conn: asyncpg.Connection, sql: str, params: Sequence[Param]) -> Any:
         return await conn.fetchval(sql, *await self.binder.bind(conn, sql, params))

@@ -6,6 +6,8 @@ hidden columns included ("Failing row contains ...").
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import asyncpg
 
 DATABASE_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
@@ -28,8 +30,9 @@ def bad_request(message: str) -> RowgateError:
 _NOTHING_CHANGED = " Nothing was changed."
 
 
-def from_postgres(exc: Exception, *, writing: bool) -> RowgateError:
-    """A clear, non-leaking error for a failed statement (the transaction is rolled back)."""
+def from_postgres(exc: Exception, *, writing: bool, visible: Collection[str] = ()) -> RowgateError:
+    """A clear, non-leaking error for a failed statement (the transaction is rolled back).
+    `visible`: the columns the caller may see; other column names are not repeated."""
     tail = _NOTHING_CHANGED if writing else ""
     if not isinstance(exc, asyncpg.PostgresError):
         if isinstance(exc, OSError | asyncpg.InterfaceError | TimeoutError):
@@ -58,10 +61,14 @@ def from_postgres(exc: Exception, *, writing: bool) -> RowgateError:
             f"Postgres denied this operation for your role: {message}." + tail,
         )
     if state == "23502":
+        column = getattr(exc, "column_name", None)
+        which = (
+            f"column {column!r} needs a value; provide one"
+            if column in visible
+            else "a column you cannot see needs a value and has no default; ask the DBA"
+        )
         return RowgateError(
-            "not_null_violation",
-            f"A required column has no value{on_table}: {message.split(' of relation')[0]}. "
-            "Provide a value for it." + tail,
+            "not_null_violation", f"A required value is missing{on_table}: {which}." + tail
         )
     if state == "23505":
         return RowgateError(

@@ -163,20 +163,20 @@ async def insert_rows(rg: Rowgate, req: InsertRowsRequest, who: Principal) -> Wr
     for row in req.rows:
         _writable(access, list(row), access.insertable, "insertable")
     statement = plan_insert(access, req.rows, _returning(access, req.returning))
-    return await _write(rg, who, "insert_rows", req, statement)
+    return await _write(rg, who, "insert_rows", req, statement, access)
 
 
 async def update_rows(rg: Rowgate, req: UpdateRowsRequest, who: Principal) -> WriteResult:
     access = await rg.policy.table(who, req.table, "update")
     _writable(access, list(req.set_), access.updatable, "updatable")
     statement = plan_update(access, req.set_, req.where, _returning(access, req.returning))
-    return await _write(rg, who, "update_rows", req, statement)
+    return await _write(rg, who, "update_rows", req, statement, access)
 
 
 async def delete_rows(rg: Rowgate, req: DeleteRowsRequest, who: Principal) -> WriteResult:
     access = await rg.policy.table(who, req.table, "delete")
     statement = plan_delete(access, req.where, list(access.visible_primary_key))
-    return await _write(rg, who, "delete_rows", req, statement)
+    return await _write(rg, who, "delete_rows", req, statement, access)
 
 
 def _request_hash(tool: str, req: Request) -> str:
@@ -186,7 +186,7 @@ def _request_hash(tool: str, req: Request) -> str:
 
 
 async def _write(
-    rg: Rowgate, who: Principal, tool: str, req: Any, statement: Statement
+    rg: Rowgate, who: Principal, tool: str, req: Any, statement: Statement, access: TableAccess
 ) -> WriteResult:
     """Run one write with its idempotency record, in one transaction: either both land or
     neither does; a retry with the same key returns the stored result."""
@@ -220,7 +220,7 @@ async def _write(
         )
         return result
 
-    return await rg.db.run(who, work, read_only=False)
+    return await rg.db.run(who, work, read_only=False, visible=access.scope.visible)
 
 
 Handler = Callable[["Rowgate", Any, Principal], Awaitable[Result]]

@@ -17,6 +17,8 @@ from server.app import Rowgate
 from server.errors import RowgateError
 from server.identity import Principal
 
+ACME = "a0000000-0000-4000-8000-000000000001"
+
 
 async def test_one_audit_event_per_call_without_data_values(rg: Rowgate, bob: Principal) -> None:
     stream = io.StringIO()
@@ -138,3 +140,31 @@ async def test_grant_changes_apply_without_a_restart(
     finally:
         await admin.execute("ALTER TABLE public.customers DROP COLUMN IF EXISTS tier")
         await app.close()
+
+
+async def test_missing_required_values_name_only_visible_columns(
+    rg: Rowgate, bob: Principal, admin: asyncpg.Connection
+) -> None:
+    customer = await admin.fetchval("SELECT min(id) FROM public.customers WHERE org_id = $1", ACME)
+    with pytest.raises(RowgateError) as visible:
+        await rg.call(
+            "insert_rows", {"table": "orders", "rows": [{"total": 1}], "idempotency_key": "v"}, bob
+        )
+    assert "'customer_id' needs a value" in visible.value.message
+    await admin.execute(
+        "ALTER TABLE public.orders ADD COLUMN secret_code text DEFAULT 'x';"
+        " ALTER TABLE public.orders ALTER COLUMN secret_code DROP DEFAULT,"
+        " ALTER COLUMN secret_code SET NOT NULL"
+    )
+    try:
+        with pytest.raises(RowgateError) as hidden:
+            await rg.call(
+                "insert_rows",
+                {"table": "orders", "rows": [{"customer_id": customer}], "idempotency_key": "h"},
+                bob,
+            )
+        assert hidden.value.code == "not_null_violation"
+        assert "secret_code" not in hidden.value.message
+        assert "cannot see" in hidden.value.message
+    finally:
+        await admin.execute("ALTER TABLE public.orders DROP COLUMN secret_code")
