@@ -18,6 +18,7 @@ SELECT c.oid, n.nspname AS schema, c.relname AS name, c.relkind::text AS kind,
                   WHERE i.indrelid = c.oid AND i.indisprimary), '{}') AS primary_key
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = ANY($1::text[]) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+   AND NOT c.relispartition
  ORDER BY n.nspname, c.relname
 """
 

@@ -40,6 +40,9 @@ class Principal:
         return f"{self.role}:{self.subject or ''}"
 
 
+ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA")
+
+
 def verify_token(token: str, settings: JwtSettings) -> dict[str, Any]:
     """The claims of a user JWT whose signature, expiry, audience and issuer check out."""
     key = settings.public_key or settings.secret
@@ -48,12 +51,19 @@ def verify_token(token: str, settings: JwtSettings) -> dict[str, Any]:
             "ROWGATE_TOKEN is set but no key to verify it: set ROWGATE_JWT_SECRET (HS*) "
             "or ROWGATE_JWT_PUBLIC_KEY (RS*/ES*/EdDSA)"
         )
+    algorithms = settings.algorithms
+    if settings.public_key:
+        # Never let a public key double as an HMAC secret (algorithm confusion).
+        if "algorithms" not in settings.model_fields_set:
+            algorithms = list(ASYMMETRIC_ALGORITHMS)
+        if any(a.upper().startswith("HS") or a.lower() == "none" for a in algorithms):
+            raise IdentityError("ROWGATE_JWT_ALGORITHMS: HS*/none cannot be used with a public key")
     options = {"require": ["exp"], "verify_aud": settings.audience is not None}
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
             key,
-            algorithms=settings.algorithms,
+            algorithms=algorithms,
             audience=settings.audience,
             issuer=settings.issuer,
             options=options,  # type: ignore[arg-type]

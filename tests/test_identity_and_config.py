@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -129,3 +130,48 @@ async def test_config_narrows_columns_and_operations(login_dsn: str) -> None:
         assert set(rows["rows"][0]) == {"id", "status", "total"}
     finally:
         await app.close()
+
+
+def test_public_key_tokens_and_no_algorithm_confusion() -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    claims = {"sub": BOB, "role": "authenticated", "aud": "rowgate", "exp": time.time() + 60}
+    signed = jwt.encode(claims, private, algorithm="RS256")
+    ok = principal_from_settings(
+        Settings.model_validate(
+            {"token": signed, "jwt": {"public_key": public_pem, "audience": "rowgate"}}
+        )
+    )
+    assert ok.subject == BOB
+    # The classic attack: sign with HS256 using the public key as the HMAC secret.
+    for algorithms in (None, ["HS256"], ["RS256", "HS256"]):
+        jwt_settings: dict[str, object] = {"public_key": public_pem, "audience": "rowgate"}
+        if algorithms:
+            jwt_settings["algorithms"] = algorithms
+        hs_token = _hmac_token_with_key(public_pem.encode(), {**claims, "role": "postgres"})
+        with pytest.raises(IdentityError):
+            principal_from_settings(
+                Settings.model_validate({"token": hs_token, "jwt": jwt_settings})
+            )
+
+
+def _hmac_token_with_key(key: bytes, claims: dict[str, object]) -> str:
+    """An HS256 token signed with arbitrary key bytes (PyJWT refuses PEM keys for HMAC)."""
+    import base64
+    import hashlib
+    import hmac
+
+    def part(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = part(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = part(json.dumps(claims).encode())
+    signature = hmac.new(key, f"{header}.{body}".encode(), hashlib.sha256).digest()
+    return f"{header}.{body}.{part(signature)}"
