@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlglot import exp
+from sqlglot.dialects.postgres import Postgres
 
 from server.errors import bad_request
 from server.policy import TableAccess
@@ -49,8 +50,12 @@ def _table(access: TableAccess) -> exp.Table:
     )
 
 
+_POSTGRES = Postgres()
+
+
 def _sql(node: exp.Expression) -> str:
-    return node.sql(dialect="postgres", comments=False)
+    # The tree was built for this call alone, so the generator need not copy it first.
+    return _POSTGRES.generate(node, copy=False, comments=False)
 
 
 # --- select_rows -------------------------------------------------------------------------
