@@ -10,6 +10,7 @@ so a filter can never tell whether a hidden column exists.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
@@ -279,7 +280,7 @@ class ConditionShape:
     literals: tuple[str | int | Decimal, ...]
 
 
-_POSTGRES = Postgres()
+_TOKENIZER = Postgres().tokenizer()  # one instance: building a tokenizer costs more than using it
 _T = TokenType
 # Tokens whose meaning never depends on a literal's value. Filters with anything else
 # (functions, casts, intervals, escape strings, signs) are compiled afresh every time.
@@ -290,9 +291,10 @@ _SHAPE_TOKENS = {
 }  # fmt: skip
 
 
+@functools.lru_cache(maxsize=1024)
 def condition_shape(text: str) -> ConditionShape | None:
     try:
-        tokens = _POSTGRES.tokenize(text)
+        tokens = _TOKENIZER.tokenize(text)
     except (TokenError, ParseError, RecursionError):
         return None
     key: list[tuple[str, str | None]] = []
