@@ -44,6 +44,11 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _output(text: str) -> None:
+    """A one-shot command's answer (`call`, `db url`); never used while serving MCP."""
+    sys.stdout.write(text + "\n")
+
+
 def _embedded() -> EmbeddedPostgres:
     root = os.environ.get("ROWGATE_EMBEDDED_DIR")
     return EmbeddedPostgres(Path(root) if root else None)
@@ -182,7 +187,7 @@ async def _call(target: _Target, tool: str, arguments: dict[str, Any], as_json: 
     finally:
         await rg.close()
     data = result.model_dump(mode="json")
-    print(json.dumps(data, indent=2) if as_json else render_result(data))
+    _output(json.dumps(data, indent=2) if as_json else render_result(data))
     return 0
 
 
@@ -208,7 +213,7 @@ def _db(action: str) -> int:
         _say("embedded PostgreSQL stopped")
         return 0
     if action == "url":
-        print(pg.dsn("authenticator", DEMO_DATABASE))
+        _output(pg.dsn("authenticator", DEMO_DATABASE))
         return 0
     _say("running" if pg.is_running() else "stopped")
     return 0
