@@ -79,6 +79,7 @@ class Policy:
         self._on_reload = on_reload
         self._tables_config = tables
         self._reload_lock = asyncio.Lock()
+        self._warned: set[tuple[str, str]] = set()  # once per process, not at every reload
         self._adopt(catalog)
 
     def _adopt(self, catalog: Catalog) -> None:
@@ -137,7 +138,12 @@ class Policy:
                 updatable=updatable,
                 description=cfg.description or table.description,
             )
-            if not table.rls_enabled and table.kind in "rp":
+            if (
+                not table.rls_enabled
+                and table.kind in "rp"
+                and (principal.role, name) not in self._warned
+            ):
+                self._warned.add((principal.role, name))
                 log.warning(
                     "table %s has NO row-level security: role %s can %s every row of it",
                     name, principal.role, "/".join(ops),
