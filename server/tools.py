@@ -20,7 +20,6 @@ from schemas.tools import (
     InsertRowsRequest,
     ListTablesRequest,
     ListTablesResult,
-    Operation,
     Request,
     Result,
     SelectRowsRequest,
@@ -234,7 +233,6 @@ class ToolSpec:
     request: type[Request]
     result: type[Result]
     handler: Handler
-    operation: Operation
     read_only: bool
     destructive: bool
     idempotent: bool
@@ -253,7 +251,7 @@ TOOLS: dict[str, ToolSpec] = {
             "List tables",
             "List the tables you may use, each with a one-line description and the operations "
             "(select/insert/update/delete) you may perform on it.",
-            ListTablesRequest, ListTablesResult, list_tables, "select",
+            ListTablesRequest, ListTablesResult, list_tables,
             read_only=True, destructive=False, idempotent=True,
         ),
         ToolSpec(
@@ -261,7 +259,7 @@ TOOLS: dict[str, ToolSpec] = {
             "Describe a table",
             "Describe a table's columns visible to you: type, nullability, default, "
             "description, whether you may write them, and the primary key.",
-            DescribeTableRequest, DescribeTableResult, describe_table, "select",
+            DescribeTableRequest, DescribeTableResult, describe_table,
             read_only=True, destructive=False, idempotent=True,
         ),
         ToolSpec(
@@ -269,7 +267,7 @@ TOOLS: dict[str, ToolSpec] = {
             "Select rows",
             "Read rows you are allowed to see. " + _WHERE_HELP + " Results are paged: pass "
             "`next_cursor` back as `cursor` (with the same table/where/order_by) for more.",
-            SelectRowsRequest, SelectRowsResult, select_rows, "select",
+            SelectRowsRequest, SelectRowsResult, select_rows,
             read_only=True, destructive=False, idempotent=True,
         ),
         ToolSpec(
@@ -277,7 +275,7 @@ TOOLS: dict[str, ToolSpec] = {
             "Insert rows",
             "Insert rows (column -> value). Give a fresh `idempotency_key` per intended write; "
             "retrying with the same key does not insert twice.",
-            InsertRowsRequest, WriteResult, insert_rows, "insert",
+            InsertRowsRequest, WriteResult, insert_rows,
             read_only=False, destructive=False, idempotent=True,
         ),
         ToolSpec(
@@ -285,7 +283,7 @@ TOOLS: dict[str, ToolSpec] = {
             "Update rows",
             "Set columns on the rows matching `where` (required). " + _WHERE_HELP + " Refuses "
             "to change more rows than the configured cap; reports how many rows changed.",
-            UpdateRowsRequest, WriteResult, update_rows, "update",
+            UpdateRowsRequest, WriteResult, update_rows,
             read_only=False, destructive=True, idempotent=True,
         ),
         ToolSpec(
@@ -293,7 +291,7 @@ TOOLS: dict[str, ToolSpec] = {
             "Delete rows",
             "Delete the rows matching `where` (required). " + _WHERE_HELP + " Refuses to "
             "delete more rows than the configured cap; reports how many rows were deleted.",
-            DeleteRowsRequest, WriteResult, delete_rows, "delete",
+            DeleteRowsRequest, WriteResult, delete_rows,
             read_only=False, destructive=True, idempotent=True,
         ),
     ]
