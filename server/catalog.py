@@ -26,7 +26,7 @@ _COLUMNS_SQL = """
 SELECT a.attrelid AS table_oid, a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type,
        NOT a.attnotnull AS nullable, pg_get_expr(d.adbin, d.adrelid) AS default,
        col_description(a.attrelid, a.attnum) AS description,
-       a.attidentity <> '' OR a.attgenerated <> '' AS generated
+       a.attidentity = 'a' OR a.attgenerated <> '' AS generated
   FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
  WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
  ORDER BY a.attrelid, a.attnum
@@ -64,7 +64,7 @@ class Column:
     nullable: bool
     default: str | None
     description: str | None
-    generated: bool
+    generated: bool  # GENERATED ALWAYS (identity or expression): Postgres computes it
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +81,10 @@ class Table:
     @property
     def qualified(self) -> str:
         return f"{self.schema}.{self.name}"
+
+    @property
+    def generated(self) -> frozenset[str]:
+        return frozenset(c.name for c in self.columns.values() if c.generated)
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,8 +116,9 @@ class Policy:
                 continue
             allowed = _narrow_columns(table, cfg)
             selectable = tuple(c for c in table.columns if c in privs.select and c in allowed)
-            insertable = frozenset(privs.insert & allowed) if table.kind in "rpf" else frozenset()
-            updatable = frozenset(privs.update & allowed) if table.kind in "rpf" else frozenset()
+            writable = allowed - table.generated if table.kind in "rpf" else frozenset()
+            insertable = frozenset(privs.insert & writable)
+            updatable = frozenset(privs.update & writable)
             possible = {
                 "select": bool(selectable),
                 "insert": bool(insertable),

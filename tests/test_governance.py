@@ -88,11 +88,11 @@ async def test_unmigrated_database_reads_but_refuses_writes_clearly(
     conn = await asyncpg.connect(owner)
     try:
         await conn.execute(
-            "CREATE TABLE notes (id int PRIMARY KEY, body text);"
+            "CREATE TABLE notes (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, body text);"
             " ALTER TABLE notes ENABLE ROW LEVEL SECURITY;"
             " CREATE POLICY everyone ON notes TO authenticated USING (true) WITH CHECK (true);"
             " GRANT SELECT, INSERT ON notes TO authenticated;"
-            " INSERT INTO notes VALUES (1, 'hello');"
+            " INSERT INTO notes (body) VALUES ('hello');"
         )
         app = await Rowgate.start(
             Settings(database_url=with_user_and_database(admin_dsn, "authenticator", name))
@@ -100,10 +100,13 @@ async def test_unmigrated_database_reads_but_refuses_writes_clearly(
         try:
             rows = (await app.call("select_rows", {"table": "notes"}, bob)).model_dump()["rows"]
             assert rows == [{"id": 1, "body": "hello"}]
+            described = (await app.call("describe_table", {"table": "notes"}, bob)).model_dump()
+            insertable = {c["name"]: c["insertable"] for c in described["columns"]}
+            assert insertable == {"id": False, "body": True}  # id is GENERATED ALWAYS
             with pytest.raises(RowgateError) as error:
                 await app.call(
                     "insert_rows",
-                    {"table": "notes", "rows": [{"id": 2}], "idempotency_key": "k"},
+                    {"table": "notes", "rows": [{"body": "x"}], "idempotency_key": "k"},
                     bob,
                 )
             assert error.value.code == "not_migrated" and "rowgate migrate" in error.value.message
