@@ -3,11 +3,13 @@ refused with a clear error (or is harmless data), and the database is unchanged.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
+from schemas.config import Settings
 from server.app import Rowgate
 from server.errors import RowgateError
 from server.identity import Principal
@@ -236,3 +238,35 @@ async def test_a_long_statement_times_out_cleanly(rg: Rowgate, alice: Principal)
         assert error.value.code == "timeout" and error.value.retryable
     finally:
         rg.db.limits.statement_timeout_ms = original
+
+
+async def test_claims_quoting_holds_even_where_the_database_defaults_to_backslash_escapes(
+    login_dsn: str, database: str, admin: asyncpg.Connection, bob: Principal, unchanged: None
+) -> None:
+    """The per-call role/claims literal relies on standard_conforming_strings; rowgate sets it
+    on every connection, overriding a role's or database's own default."""
+    await admin.execute(
+        f'ALTER ROLE authenticator IN DATABASE "{database}" SET standard_conforming_strings = off'
+    )
+    app = await Rowgate.start(Settings(database_url=login_dsn))
+    try:
+        claims = {**bob.claims, "x": "\\', true), set_config('role', 'postgres', true) --"}
+        attacker = Principal(role="authenticated", claims=claims)
+        rows = (
+            await app.call("select_rows", {"table": "orders", "limit": 5}, attacker)
+        ).model_dump()
+        assert rows["rows"] and all(r["org_id"] == ACME for r in rows["rows"])
+        async with app.db.pool.acquire() as conn:
+            assert await conn.fetchval("SHOW standard_conforming_strings") == "on"
+    finally:
+        await app.close()
+        await admin.execute(f'ALTER ROLE authenticator IN DATABASE "{database}" RESET ALL')
+
+
+async def test_a_privileged_login_role_is_warned_about(
+    db_admin_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="rowgate"):
+        app = await Rowgate.start(Settings(database_url=db_admin_dsn))
+        await app.close()
+    assert any("superuser, bypasses RLS or owns tables" in r.getMessage() for r in caplog.records)
