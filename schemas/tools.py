@@ -102,18 +102,32 @@ class InsertRowsRequest(Request):
     returning: Returning
 
 
+DryRun = Annotated[
+    bool,
+    Field(
+        default=False,
+        description=(
+            "Make the change, report the rows it would affect, and undo it: nothing is stored "
+            "(not even the idempotency key)."
+        ),
+    ),
+]
+
+
 class UpdateRowsRequest(Request):
     table: TableName
     set_: Row = Field(alias="set", min_length=1, description="Column -> new value.")
     where: WriteWhere
     idempotency_key: IdempotencyKey
     returning: Returning
+    dry_run: DryRun
 
 
 class DeleteRowsRequest(Request):
     table: TableName
     where: WriteWhere
     idempotency_key: IdempotencyKey
+    dry_run: DryRun
 
 
 class TableInfo(Result):
@@ -157,4 +171,7 @@ class WriteResult(Result):
     replayed: bool = Field(
         default=False,
         description="True when this is the stored result of an earlier call with the same key.",
+    )
+    dry_run: bool = Field(
+        default=False, description="True when nothing was changed: the write was rolled back."
     )

@@ -80,14 +80,16 @@ class Database:
         *,
         read_only: bool,
         visible: Collection[str] = (),
+        commit: bool = True,
     ) -> T:
-        """Run `work` in one transaction as `principal`; any failure rolls everything back."""
+        """Run `work` in one transaction as `principal`; any failure rolls everything back,
+        and so does success when `commit` is False (a dry run)."""
         try:
             async with self.pool.acquire(timeout=self._acquire_timeout) as conn:
                 await conn.execute(self._begin(principal, read_only=read_only))
                 try:
                     result = await work(conn)
-                    await conn.execute("COMMIT")
+                    await conn.execute("COMMIT" if commit else "ROLLBACK")
                 except BaseException:
                     await _rollback(conn)
                     raise
@@ -98,10 +100,12 @@ class Database:
             raise from_postgres(exc, writing=not read_only, visible=visible) from exc
 
     async def fetchval(self, conn: asyncpg.Connection, sql: str, params: Sequence[Param]) -> Any:
-        return await conn.fetchval(sql, *await self.binder.bind(conn, sql, params))
+        sql, values = await self.binder.bind(conn, sql, params)
+        return await conn.fetchval(sql, *values)
 
     async def fetchrow(self, conn: asyncpg.Connection, sql: str, params: Sequence[Param]) -> Any:
-        return await conn.fetchrow(sql, *await self.binder.bind(conn, sql, params))
+        sql, values = await self.binder.bind(conn, sql, params)
+        return await conn.fetchrow(sql, *values)
 
 
 async def _rollback(conn: asyncpg.Connection) -> None:

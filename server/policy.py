@@ -46,7 +46,12 @@ class TableAccess:
         object.__setattr__(
             self,
             "scope",
-            ColumnScope(self.table.qualified, self.table.name, frozenset(self.selectable)),
+            ColumnScope(
+                self.table.qualified,
+                self.table.name,
+                frozenset(self.selectable),
+                self.table.schema,
+            ),
         )
 
     def remember(self, key: tuple[Any, ...], plan: T) -> T:

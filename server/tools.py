@@ -35,6 +35,7 @@ from server.sql.filters import column_list, condition_shape, did_you_mean
 from server.sql.statements import (
     SelectPlan,
     Statement,
+    fingerprint,
     plan_delete,
     plan_insert,
     plan_select,
@@ -117,15 +118,22 @@ async def select_rows(rg: Rowgate, req: SelectRowsRequest, who: Principal) -> Se
 def _select_plan(
     access: TableAccess, columns: list[str], req: SelectRowsRequest, limit: int
 ) -> SelectPlan:
-    """Generating SQL costs more than running a point lookup, so plans are kept per request
-    shape: a filter that differs only in its literal values reuses the SQL text."""
+    """Generating SQL costs more than running a point lookup, so first pages are planned once
+    per request shape: a filter that differs only in its literal values reuses the SQL text.
+    A later page depends on its cursor and is planned afresh."""
+    if req.cursor:
+        return plan_select(access, columns, req.where, req.order_by, limit, req.cursor)
     shape = condition_shape(req.where) if req.where else None
     where_key = shape.key if shape is not None else req.where
-    key = (tuple(columns), where_key, req.order_by, limit, req.cursor)
+    key = (tuple(columns), where_key, req.order_by, limit)
     cached: SelectPlan | None = access.plans.get(key)
     if cached is not None:
-        return cached.with_literals(shape.literals) if shape is not None else cached
-    plan = plan_select(access, columns, req.where, req.order_by, limit, req.cursor)
+        if shape is None:
+            return cached
+        return cached.with_literals(
+            shape.literals, fingerprint(access, req.where, cached.order)
+        )
+    plan = plan_select(access, columns, req.where, req.order_by, limit, None)
     if shape is None or plan.binds_literals(shape.literals):
         access.remember(key, plan)
     return plan
@@ -190,7 +198,8 @@ async def _write(
     rg: Rowgate, who: Principal, tool: str, req: Any, statement: Statement, access: TableAccess
 ) -> WriteResult:
     """Run one write with its idempotency record, in one transaction: either both land or
-    neither does; a retry with the same key returns the stored result."""
+    neither does; a retry with the same key returns the stored result. A dry run makes the
+    same write, reports it and rolls it back, storing nothing."""
     if not rg.migrated:
         raise RowgateError(
             "not_migrated",
@@ -202,12 +211,15 @@ async def _write(
     ttl = timedelta(seconds=rg.settings.limits.idempotency_ttl_seconds)
     request_hash = _request_hash(tool, req)
 
+    dry_run: bool = getattr(req, "dry_run", False)
+
     async def work(conn: asyncpg.Connection) -> WriteResult:
-        stored = await conn.fetchval(
-            "SELECT rowgate.idempotency_begin($1, $2, $3)", key, request_hash, ttl
-        )
-        if stored is not None:
-            return WriteResult.model_validate({**json.loads(stored), "replayed": True})
+        if not dry_run:
+            stored = await conn.fetchval(
+                "SELECT rowgate.idempotency_begin($1, $2, $3)", key, request_hash, ttl
+            )
+            if stored is not None:
+                return WriteResult.model_validate({**json.loads(stored), "replayed": True})
         count, rows_json = await rg.db.fetchrow(conn, statement.sql, statement.params)
         if count > cap:
             raise RowgateError(
@@ -215,13 +227,16 @@ async def _write(
                 f"this call would change {count} rows, more than the cap of {cap}; narrow "
                 "`where` (or raise ROWGATE_MAX_WRITE_ROWS). Nothing was changed.",
             )
-        result = WriteResult(rows=json.loads(rows_json), row_count=count)
-        await conn.execute(
-            "SELECT rowgate.idempotency_finish($1, $2::jsonb)", key, result.model_dump_json()
-        )
+        result = WriteResult(rows=json.loads(rows_json), row_count=count, dry_run=dry_run)
+        if not dry_run:
+            await conn.execute(
+                "SELECT rowgate.idempotency_finish($1, $2::jsonb)", key, result.model_dump_json()
+            )
         return result
 
-    return await rg.db.run(who, work, read_only=False, visible=access.scope.visible)
+    return await rg.db.run(
+        who, work, read_only=False, visible=access.scope.visible, commit=not dry_run
+    )
 
 
 Handler = Callable[["Rowgate", Any, Principal], Awaitable[Result]]

@@ -127,7 +127,12 @@ async def test_member_updates_own_order(
         where=f"id = {own}",
         returning=["id", "status"],
     )
-    assert result == {"rows": [{"id": own, "status": "paid"}], "row_count": 1, "replayed": False}
+    assert result == {
+        "rows": [{"id": own, "status": "paid"}],
+        "row_count": 1,
+        "replayed": False,
+        "dry_run": False,
+    }
     assert (
         await admin.fetchval("SELECT note FROM public.orders WHERE id = $1", own) == "paid by card"
     )
@@ -172,7 +177,7 @@ async def test_admin_deletes_one_order(
         "row_count"
     ] == 0
     result = await write(rg, alice, "delete_rows", table="orders", where=f"id = {target}")
-    assert result == {"rows": [{"id": target}], "row_count": 1, "replayed": False}
+    assert result == {"rows": [{"id": target}], "row_count": 1, "replayed": False, "dry_run": False}
     assert await admin.fetchval("SELECT count(*) FROM public.orders WHERE id = $1", target) == 0
 
 
@@ -270,7 +275,7 @@ async def test_a_failed_write_leaves_its_key_unused(
         ({"total": -1}, "check_violation"),
         ({"status": "paid' OR '1'='1"}, "check_violation"),
         ({"customer_id": 999999}, "foreign_key_violation"),
-        ({"total": "lots"}, "invalid_request"),
+        ({"total": "lots"}, "invalid_value"),
         ({"total": {"nested": True}}, "invalid_request"),
         ({"internal_margin": 1}, "invalid_request"),
         ({"id": 5}, "column_not_writable"),

@@ -23,7 +23,8 @@ from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokenizer_core import TokenType
 
 from server.errors import RowgateError, bad_request
-from server.sql.params import Bindings
+from server.sql.lexer import FUNCTIONS, is_number, lex
+from server.sql.params import Bindings, number_type, number_value
 
 MAX_FRAGMENT_DEPTH = 64
 MAX_IN_LIST = 1000
@@ -36,12 +37,18 @@ class ColumnScope:
     table: str  # qualified, for messages
     table_name: str  # bare name, accepted as a qualifier (`orders.total`)
     visible: Collection[str]
+    schema: str = ""  # accepted before the table name (`public.orders.total`)
 
     def resolve(self, node: exp.Column) -> str:
         if not isinstance(node.this, exp.Identifier):
             raise bad_request("`*` is not allowed in a filter; name a column")
-        if node.args.get("db") or node.args.get("catalog"):
-            raise bad_request("qualify columns with the table name only, e.g. `orders.total`")
+        if node.args.get("catalog"):
+            raise bad_request("qualify columns with at most schema and table, e.g. `orders.total`")
+        schema = node.args.get("db")
+        if schema is not None and _name(schema) != self.schema:
+            raise bad_request(
+                f"columns can only be qualified with {self.schema!r}.{self.table_name!r}"
+            )
         qualifier = node.args.get("table")
         if qualifier is not None and _name(qualifier) != self.table_name:
             raise bad_request(
@@ -83,6 +90,7 @@ def quoted_column(name: str) -> exp.Column:
 
 
 def _parse(text: str, what: str) -> exp.Expression:
+    """Plain sqlglot parsing, for fragments that are not filters (order_by)."""
     try:
         statements = sqlglot.parse(text, read="postgres")
     except (ParseError, TokenError) as exc:
@@ -96,48 +104,83 @@ def _parse(text: str, what: str) -> exp.Expression:
     return expressions[0]
 
 
-# Units accepted by date_trunc / extract; sqlglot renders them as constants.
-_UNITS = {
-    "microseconds", "milliseconds", "second", "minute", "hour", "day", "week", "month",
-    "quarter", "year", "decade", "century", "millennium", "dow", "doy", "isodow", "epoch",
-    "isoyear", "seconds", "minutes", "hours", "days", "weeks", "months", "years",
-}  # fmt: skip
+_POSTGRES = Postgres()
+
+
+def _parse_filter(text: str) -> exp.Expression:
+    lexed = lex(text, "where")
+    try:
+        statements = _POSTGRES.parser().parse(lexed.tokens, text)
+    except (ParseError, TokenError) as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else "syntax error"
+        raise bad_request(f"could not parse where: {first_line}") from None
+    except RecursionError:
+        raise bad_request("where is nested too deeply") from None
+    if len(statements) != 1 or not isinstance(statements[0], exp.Expression):
+        raise bad_request("where must be a single expression (no ';')")
+    return statements[0]
+
+
+_BINARY = frozenset({"this", "expression"})
+_UNARY = frozenset({"this"})
+# Node type -> the arguments it may carry (everything else it carries is refused). Nodes are
+# kept, not rebuilt, so every flag they carry (NOT, SYMMETRIC, typed division) survives.
+_NODES: dict[type[exp.Expression], frozenset[str]] = {
+    **dict.fromkeys(
+        (exp.And, exp.Or, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ,
+         exp.NullSafeNEQ, exp.Add, exp.Sub, exp.Mul, exp.Mod, exp.Pow, exp.Nullif, exp.Escape),
+        _BINARY,
+    ),
+    exp.Div: _BINARY | {"typed", "safe"},
+    exp.DPipe: _BINARY | {"safe"},
+    exp.Like: _BINARY | {"negate"},
+    exp.ILike: _BINARY | {"negate"},
+    exp.Is: _BINARY | {"negate"},
+    exp.In: frozenset({"this", "expressions"}),
+    exp.Between: frozenset({"this", "low", "high", "symmetric"}),
+    exp.AtTimeZone: frozenset({"this", "zone"}),
+    **dict.fromkeys(
+        (exp.Paren, exp.Lower, exp.Upper, exp.Length, exp.Abs, exp.Floor, exp.Ceil), _UNARY
+    ),
+    exp.Trim: frozenset({"this", "expression", "position"}),
+    exp.Round: frozenset({"this", "decimals"}),
+    exp.Coalesce: frozenset({"this", "expressions"}),
+    exp.Greatest: frozenset({"this", "expressions", "ignore_nulls"}),
+    exp.Least: frozenset({"this", "expressions", "ignore_nulls"}),
+    exp.CurrentTimestamp: frozenset(),
+    exp.CurrentDate: frozenset(),
+    exp.Localtimestamp: frozenset(),
+}
+_FLAGS = frozenset({"negate", "symmetric", "typed", "safe", "ignore_nulls"})
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_TRIM_POSITIONS = {"BOTH", "LEADING", "TRAILING"}
 
 _CAST_TYPES = {
     exp.DataType.Type.TEXT, exp.DataType.Type.VARCHAR, exp.DataType.Type.CHAR,
-    exp.DataType.Type.SMALLINT, exp.DataType.Type.INT, exp.DataType.Type.BIGINT,
-    exp.DataType.Type.DECIMAL, exp.DataType.Type.FLOAT, exp.DataType.Type.DOUBLE,
-    exp.DataType.Type.BOOLEAN, exp.DataType.Type.DATE, exp.DataType.Type.TIME,
-    exp.DataType.Type.TIMESTAMP, exp.DataType.Type.TIMESTAMPTZ, exp.DataType.Type.INTERVAL,
-    exp.DataType.Type.UUID, exp.DataType.Type.JSONB, exp.DataType.Type.JSON,
+    exp.DataType.Type.BPCHAR, exp.DataType.Type.SMALLINT, exp.DataType.Type.INT,
+    exp.DataType.Type.BIGINT, exp.DataType.Type.DECIMAL, exp.DataType.Type.FLOAT,
+    exp.DataType.Type.DOUBLE, exp.DataType.Type.BOOLEAN, exp.DataType.Type.DATE,
+    exp.DataType.Type.TIME, exp.DataType.Type.TIMETZ, exp.DataType.Type.TIMESTAMP,
+    exp.DataType.Type.TIMESTAMPTZ, exp.DataType.Type.INTERVAL, exp.DataType.Type.UUID,
+    exp.DataType.Type.JSONB, exp.DataType.Type.JSON,
 }  # fmt: skip
-
-_BINARY = (
-    exp.And, exp.Or, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE,
-    exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.DPipe,
-)  # fmt: skip
-
-# Function node -> the argument names it may carry. Anything else is refused by name.
-_FUNCTIONS: dict[type[exp.Expression], tuple[str, ...]] = {
-    exp.Lower: ("this",),
-    exp.Upper: ("this",),
-    exp.Length: ("this",),
-    exp.Trim: ("this",),
-    exp.Abs: ("this",),
-    exp.Round: ("this", "decimals"),
-    exp.Coalesce: ("this", "expressions"),
-    exp.CurrentTimestamp: (),
-    exp.CurrentDate: (),
-    exp.TimestampTrunc: ("this", "unit"),
-    exp.Extract: ("this", "expression"),
-}
-ALLOWED_FUNCTIONS = (
-    "lower, upper, length, trim, abs, round, coalesce, now, current_timestamp, "
-    "current_date, date_trunc, extract"
+# Types that take a modifier, and how many numbers it has at most.
+_TYPE_MODIFIERS = {
+    exp.DataType.Type.VARCHAR: 1, exp.DataType.Type.CHAR: 1, exp.DataType.Type.BPCHAR: 1,
+    exp.DataType.Type.DECIMAL: 2, exp.DataType.Type.TIME: 1, exp.DataType.Type.TIMETZ: 1,
+    exp.DataType.Type.TIMESTAMP: 1, exp.DataType.Type.TIMESTAMPTZ: 1,
+}  # fmt: skip
+CAST_TYPES_HELP = (
+    "text, varchar[(n)], char[(n)], smallint, integer, bigint, numeric[(p[,s])], real, "
+    "double precision, boolean, date, time[(p)], timestamp[(p)], timestamptz[(p)], interval, "
+    "uuid, json and jsonb"
 )
 
 
 class _Compiler:
+    """Checks a parsed filter node by node against the allowlist, in place: columns are
+    resolved against what the caller may see, literals become parameters."""
+
     def __init__(self, scope: ColumnScope, bindings: Bindings) -> None:
         self.scope = scope
         self.bindings = bindings
@@ -153,122 +196,121 @@ class _Compiler:
             self.depth -= 1
 
     def _compile(self, node: exp.Expression) -> exp.Expression:
-        c = self.compile
-        if isinstance(node, _BINARY):
-            return type(node)(this=c(node.this), expression=c(node.expression))
         if isinstance(node, exp.Column):
             return quoted_column(self.scope.resolve(node))
         if isinstance(node, exp.Literal):
             if node.is_string:
-                return self.bindings.placeholder(node.this)
-            return self.bindings.placeholder(_number(node.this))
-        if isinstance(node, exp.RawString):
-            return self.bindings.placeholder(node.this)
-        if isinstance(node, exp.Boolean):
-            return exp.Boolean(this=bool(node.this))
-        if isinstance(node, exp.Null):
-            return exp.Null()
-        if isinstance(node, exp.Not):
-            return exp.Not(this=c(node.this))
-        if isinstance(node, exp.Paren):
-            return exp.Paren(this=c(node.this))
+                return self.bindings.text(node.this)
+            return self.bindings.number(node.this)
+        if isinstance(node, exp.Boolean | exp.Null):
+            return node
         if isinstance(node, exp.Neg):
-            inner = node.this
-            if isinstance(inner, exp.Literal) and not inner.is_string:
-                return self.bindings.placeholder(-_number(inner.this))
-            return exp.Neg(this=c(inner))
-        if isinstance(node, exp.Is):
-            target = node.expression
-            if not isinstance(target, exp.Null | exp.Boolean):
-                raise bad_request("IS may only be followed by NULL, TRUE or FALSE")
-            return exp.Is(this=c(node.this), expression=c(target))
-        if isinstance(node, exp.In):
-            if any(node.args.get(k) for k in ("query", "unnest", "field")):
-                raise bad_request("IN takes a list of values, not a subquery")
-            values = node.expressions
-            if not values or len(values) > MAX_IN_LIST:
-                raise bad_request(f"IN needs between 1 and {MAX_IN_LIST} values")
-            return exp.In(this=c(node.this), expressions=[c(v) for v in values])
-        if isinstance(node, exp.Between):
-            return exp.Between(
-                this=c(node.this), low=c(node.args["low"]), high=c(node.args["high"])
-            )
-        if isinstance(node, exp.Like | exp.ILike):
-            if node.args.get("escape"):
-                raise bad_request("LIKE ... ESCAPE is not supported")
-            return type(node)(
-                this=c(node.this), expression=c(node.expression), negate=node.args.get("negate")
-            )
+            folded = _negated_number(node)
+            if folded is not None:
+                return self.bindings.number(folded)
+        if isinstance(node, exp.Not):
+            # Parenthesised: `a NOT BETWEEN 1 AND 2 = false` must not print as `NOT a ...`.
+            return exp.Paren(this=exp.Not(this=self.compile(node.this)))
         if isinstance(node, exp.Cast):
             return self._cast(node)
-        if isinstance(node, exp.Interval):
-            value = node.this
-            if not isinstance(value, exp.Literal) or not value.is_string:
-                raise bad_request("write intervals as INTERVAL '7 days'")
-            unit = node.args.get("unit")
-            text = f"{value.this} {unit.name}" if unit is not None else str(value.this)
-            return exp.Cast(
-                this=self.bindings.placeholder(text, as_text=True),
-                to=exp.DataType.build("interval"),
-            )
-        if type(node) in _FUNCTIONS:
-            return self._function(node)
-        raise self._refusal(node)
-
-    def _cast(self, node: exp.Cast) -> exp.Expression:
-        target = node.args.get("to")
-        if not isinstance(target, exp.DataType) or target.this not in _CAST_TYPES:
-            raise bad_request(
-                "CAST is limited to text, varchar, integer types, numeric, float, boolean, date, "
-                "time, timestamp, timestamptz, interval, uuid, json and jsonb"
-            )
-        if target.expressions:
-            raise bad_request("type modifiers such as numeric(10,2) are not supported in CAST")
-        inner = node.this
-        if isinstance(inner, exp.Literal) and inner.is_string:
-            operand = self.bindings.placeholder(inner.this, as_text=True)
-        else:
-            operand = self.compile(inner)
-        return exp.Cast(this=operand, to=exp.DataType(this=target.this))
-
-    def _function(self, node: exp.Expression) -> exp.Expression:
-        allowed = _FUNCTIONS[type(node)]
-        rebuilt: dict[str, object] = {}
-        for key, value in node.args.items():
-            if value is None or value == []:
+        if isinstance(node, exp.Extract):
+            return self._with_unit(node, "this", "expression")
+        if isinstance(node, exp.TimestampTrunc):
+            return self._with_unit(node, "unit", "this")
+        if isinstance(node, exp.Neg):
+            node.set("this", self.compile(node.this))
+            return node
+        allowed = _NODES.get(type(node))
+        if allowed is None:
+            raise _refusal(node)
+        self._check(node)
+        for key, value in list(node.args.items()):
+            if value is None or value is False or value == []:
                 continue
             if key not in allowed:
-                raise bad_request(f"this form of {node.key}() is not supported")
-            if isinstance(value, exp.Var):
-                if value.name.lower() not in _UNITS:
-                    raise bad_request(f"unknown date/time unit {value.name!r}")
-                rebuilt[key] = exp.var(value.name.upper())
-            elif isinstance(value, list):
-                rebuilt[key] = [self.compile(item) for item in value]
+                raise bad_request(f"this form of {node.key} is not supported in filters")
+            if key in _FLAGS:
+                continue
+            if isinstance(value, list):
+                node.set(key, [self.compile(item) for item in value])
             elif isinstance(value, exp.Expression):
-                rebuilt[key] = self.compile(value)
-            else:
-                raise bad_request(f"this form of {node.key}() is not supported")
-        return type(node)(**rebuilt)
+                node.set(key, self.compile(value))
+            elif not (key == "position" and str(value).upper() in _TRIM_POSITIONS):
+                raise bad_request(f"this form of {node.key} is not supported in filters")
+        return node
 
     @staticmethod
-    def _refusal(node: exp.Expression) -> RowgateError:
-        if isinstance(node, exp.Select | exp.Subquery | exp.Exists | exp.Union | exp.Query):
-            return bad_request("subqueries are not allowed in filters")
-        if isinstance(node, exp.Anonymous | exp.Func):
-            name = node.name if isinstance(node, exp.Anonymous) else node.key
-            return bad_request(
-                f"function {name}() is not allowed; allowed functions: {ALLOWED_FUNCTIONS}"
-            )
-        if isinstance(node, exp.Parameter | exp.Placeholder):
-            return bad_request("placeholders are not allowed; write the value itself")
-        if isinstance(node, exp.Star):
-            return bad_request("`*` is not allowed in a filter")
-        return bad_request(f"unsupported syntax in filter: {node.key}")
+    def _check(node: exp.Expression) -> None:
+        if isinstance(node, exp.Is) and not isinstance(node.expression, exp.Null | exp.Boolean):
+            raise bad_request("IS may only be followed by [NOT] NULL, TRUE, FALSE or UNKNOWN")
+        if isinstance(node, exp.In) and not 1 <= len(node.expressions) <= MAX_IN_LIST:
+            if node.args.get("query") is not None:
+                raise bad_request("IN takes a list of values, not a subquery")
+            raise bad_request(f"IN needs between 1 and {MAX_IN_LIST} values")
+        if isinstance(node, exp.Escape) and not isinstance(node.this, exp.Like | exp.ILike):
+            raise bad_request("ESCAPE belongs to LIKE / ILIKE")
+
+    def _cast(self, node: exp.Cast) -> exp.Expression:
+        extra = {k for k, v in node.args.items() if v and k not in ("this", "to")}
+        target = node.args.get("to")
+        if extra or not isinstance(target, exp.DataType) or target.this not in _CAST_TYPES:
+            raise bad_request(f"CAST is limited to {CAST_TYPES_HELP}")
+        if {k for k, v in target.args.items() if v and k not in ("this", "expressions", "nested")}:
+            raise bad_request(f"CAST is limited to {CAST_TYPES_HELP}")
+        modifiers = target.expressions
+        if len(modifiers) > _TYPE_MODIFIERS.get(target.this, 0) or not all(
+            isinstance(m, exp.DataTypeParam)
+            and isinstance(m.this, exp.Literal)
+            and not m.this.is_string
+            and str(m.this.this).isascii()
+            and str(m.this.this).isdigit()
+            for m in modifiers
+        ):
+            raise bad_request(f"type modifiers are limited to whole numbers: {CAST_TYPES_HELP}")
+        node.set("this", self.compile(node.this))
+        return node
+
+    def _with_unit(self, node: exp.Expression, unit_key: str, value_key: str) -> exp.Expression:
+        """extract(field FROM x), date_trunc('field', x): Postgres judges the field name."""
+        unit = node.args.get(unit_key)
+        extra = {k for k, v in node.args.items() if v and k not in (unit_key, value_key)}
+        if extra or not isinstance(unit, exp.Var) or not _WORD.fullmatch(unit.name):
+            raise bad_request(f"unsupported date/time field in {node.key}")
+        node.set(value_key, self.compile(node.args[value_key]))
+        return node
 
 
-def _number(text: str) -> int | Decimal:
-    return int(text) if text.isdigit() else Decimal(text)
+def _negated_number(node: exp.Neg) -> str | None:
+    """`-5`, `-(5)`, `- -5`: Postgres folds a minus on a number into the constant itself
+    (so `-2147483648` is an int4); other operands keep the operator."""
+    inner: exp.Expression = node.this
+    while isinstance(inner, exp.Paren):
+        inner = inner.this
+    if isinstance(inner, exp.Neg):
+        folded = _negated_number(inner)
+        if folded is None:
+            return None
+        text = folded
+    elif isinstance(inner, exp.Literal) and not inner.is_string:
+        text = str(inner.this)
+    else:
+        return None
+    return text[1:] if text.startswith("-") else "-" + text
+
+
+def _refusal(node: exp.Expression) -> RowgateError:
+    if isinstance(node, exp.Select | exp.Subquery | exp.Exists | exp.Union | exp.Query):
+        return bad_request("subqueries are not allowed in filters")
+    if isinstance(node, exp.Anonymous | exp.Func):
+        name = node.name if isinstance(node, exp.Anonymous) else node.key
+        return bad_request(
+            f"function {name}() is not allowed here; allowed functions: {', '.join(FUNCTIONS)}"
+        )
+    if isinstance(node, exp.Parameter | exp.Placeholder):
+        return bad_request("placeholders are not allowed; write the value itself")
+    if isinstance(node, exp.Star):
+        return bad_request("`*` is not allowed in a filter")
+    return bad_request(f"unsupported syntax in filter: {node.key}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,15 +347,21 @@ def condition_shape(text: str) -> ConditionShape | None:
             return None
         if kind is _T.STRING:
             literals.append(token.text)
+            key.append((kind.name, None))
         elif kind is _T.NUMBER:
-            literals.append(_number(token.text))
-        key.append((kind.name, None if kind in (_T.STRING, _T.NUMBER) else token.text))
+            if not is_number(token.text):
+                return None
+            # The literal's SQL type depends on its value (int4, int8, numeric).
+            literals.append(number_value(token.text))
+            key.append((kind.name, number_type(token.text)))
+        else:
+            key.append((kind.name, token.text))
     return ConditionShape(tuple(key), tuple(literals))
 
 
 def compile_condition(text: str, scope: ColumnScope, bindings: Bindings) -> exp.Expression:
     """The agent's `where` text as a checked boolean expression with bound literals."""
-    return _Compiler(scope, bindings).compile(_parse(text, "where"))
+    return _Compiler(scope, bindings).compile(_parse_filter(text))
 
 
 @dataclass(frozen=True, slots=True)

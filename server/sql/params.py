@@ -1,15 +1,23 @@
-"""Bind values: a request's literals travel as parameters, converted to the Python type
-asyncpg expects for the type Postgres inferred for each placeholder."""
+"""Bind values: every value of a request travels as a parameter, and Postgres, not Python,
+reads it.
+
+A quoted literal in a filter and a value from a request's JSON become placeholders of no
+declared type, so Postgres infers each one's type from its context exactly as it would for
+a quoted literal (`'0111' = 111` compares integers, `created_at > 'today'` reads a
+timestamp). The value then reaches Postgres as text and is read by that type's own input
+function: `CAST($n::text AS <inferred type>)`. The inferred types and the rewritten SQL are
+learned once per statement text (one prepare round trip) and cached.
+"""
 
 from __future__ import annotations
 
+import enum
 import json
-import uuid
+import re
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -17,212 +25,200 @@ from sqlglot import exp
 
 from server.errors import bad_request
 
-Converter = Callable[[Any], Any]
+
+class Kind(enum.Enum):
+    TEXT = "text"  # a quoted literal written in a filter: Postgres reads its text
+    JSON = "json"  # a JSON value of the request (row values, cursors): Postgres reads its text form
+    TYPED = "typed"  # a value whose type the generated SQL fixes (numbers, limit, offset)
 
 
 @dataclass(frozen=True, slots=True)
 class Param:
     value: Any
-    # "sql": a literal written in a filter; "json": a JSON value (row values, cursors).
-    # A JSON value bound to a json/jsonb column is serialized; a SQL string is JSON text already.
-    source: str = "sql"
+    kind: Kind = Kind.TEXT
+
+
+# sqlglot renders these types for the Postgres type a number literal gets (see `number_type`).
+INT4, INT8, NUMERIC = "INT", "BIGINT", "NUMERIC"
+_INT4_RANGE = range(-(2**31), 2**31)
+_INT8_RANGE = range(-(2**63), 2**63)
+
+
+def number_type(text: str) -> str:
+    """The type Postgres gives a numeric constant: int4 if the digits fit, else int8, else
+    numeric; anything with a point or an exponent is numeric."""
+    digits = text[1:] if text.startswith("-") else text
+    if digits.isascii() and digits.isdigit():
+        value = int(text)
+        if value in _INT4_RANGE:
+            return INT4
+        if value in _INT8_RANGE:
+            return INT8
+    return NUMERIC
+
+
+def number_value(text: str) -> int | Decimal:
+    return Decimal(text) if number_type(text) == NUMERIC else int(text)
 
 
 class Bindings:
-    """Collects parameters while a statement is built; `placeholder` returns `$n`."""
+    """Collects parameters while a statement is built; each method returns its `$n`."""
 
     def __init__(self) -> None:
         self.params: list[Param] = []
 
-    def placeholder(
-        self, value: Any, *, source: str = "sql", as_text: bool = False
-    ) -> exp.Expression:
-        self.params.append(Param(value, source))
-        node: exp.Expression = exp.Parameter(this=exp.Literal.number(len(self.params)))
-        if as_text:
-            # Postgres parses the text itself (typed literals such as interval '7 days').
-            node = exp.Cast(this=node, to=exp.DataType.build("text"))
-        return node
+    def _next(self, param: Param) -> exp.Expression:
+        self.params.append(param)
+        return exp.Parameter(this=exp.Literal.number(len(self.params)))
+
+    def text(self, value: str) -> exp.Expression:
+        """A quoted literal: typed by its context, read by Postgres."""
+        return self._next(Param(value, Kind.TEXT))
+
+    def number(self, text: str) -> exp.Expression:
+        """A number literal, typed as Postgres types the constant."""
+        sql_type = number_type(text)
+        return exp.Cast(
+            this=self._next(Param(number_value(text), Kind.TYPED)),
+            to=exp.DataType.build(sql_type, dialect="postgres"),
+        )
+
+    def json(self, value: Any) -> exp.Expression:
+        """A JSON value from the request, for a column or a cursor position."""
+        return self._next(Param(value, Kind.JSON))
+
+    def typed(self, value: Any) -> exp.Expression:
+        """A value whose type the SQL around it fixes (LIMIT, OFFSET)."""
+        return self._next(Param(value, Kind.TYPED))
 
 
-def _reject_bool(value: Any) -> None:
-    if isinstance(value, bool):
-        raise ValueError("a boolean")
-
-
-def _to_int(value: Any) -> int:
-    _reject_bool(value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, Decimal) and value == value.to_integral_value():
-        return int(value)
-    if isinstance(value, str):
-        return int(value.strip())
-    raise ValueError("expected a whole number")
-
-
-def _to_decimal(value: Any) -> Decimal:
-    _reject_bool(value)
-    if isinstance(value, int | float | Decimal | str):
-        try:
-            return Decimal(str(value).strip())
-        except InvalidOperation:
-            raise ValueError("not a number") from None
-    raise ValueError(type(value).__name__)
-
-
-def _to_float(value: Any) -> float:
-    _reject_bool(value)
-    if isinstance(value, int | float | Decimal | str):
-        return float(value)
-    raise ValueError(type(value).__name__)
-
-
-_TRUE = {"t", "true", "yes", "y", "on", "1"}
-_FALSE = {"f", "false", "no", "n", "off", "0"}
-
-
-def _to_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ValueError("not true/false")
-
-
-def _to_text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
-        return str(value)
-    raise ValueError(type(value).__name__)
-
-
-def _iso(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError("expected an ISO 8601 string")
-    text = value.strip()
-    return text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text
-
-
-def _to_date(value: Any) -> date:
-    text = _iso(value)
-    return date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text).date()
-
-
-def _to_timestamptz(value: Any) -> datetime:
-    parsed = datetime.fromisoformat(_iso(value))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _to_timestamp(value: Any) -> datetime:
-    parsed = datetime.fromisoformat(_iso(value))
-    return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
-
-
-def _to_time(value: Any) -> time:
-    return time.fromisoformat(_iso(value))
-
-
-def _to_uuid(value: Any) -> uuid.UUID:
-    if not isinstance(value, str):
-        raise ValueError("expected a UUID string")
-    return uuid.UUID(value.strip())
-
-
-_SCALARS: dict[str, Converter] = {
-    "int2": _to_int,
-    "int4": _to_int,
-    "int8": _to_int,
-    "oid": _to_int,
-    "numeric": _to_decimal,
-    "float4": _to_float,
-    "float8": _to_float,
-    "bool": _to_bool,
-    "text": _to_text,
-    "varchar": _to_text,
-    "bpchar": _to_text,
-    "char": _to_text,
-    "name": _to_text,
-    "citext": _to_text,
-    "date": _to_date,
-    "timestamp": _to_timestamp,
-    "timestamptz": _to_timestamptz,
-    "time": _to_time,
-    "uuid": _to_uuid,
-}
-
+_PLACEHOLDER = re.compile(r"(\"(?:[^\"]|\"\")*\"|'(?:[^']|'')*')|\$(\d+)\b")
+_UNDETERMINED = re.compile(r"parameter \$(\d+)")
+_TEXT_TYPES = {"text"}
 _JSON_TYPES = {"json", "jsonb"}
-_UNSUPPORTED = {"bytea", "interval"}
+_INT_TYPES = {"int2", "int4", "int8"}
 
 
-def _converter(type_name: str, kind: str) -> tuple[Converter, str]:
-    if kind == "array" or type_name.startswith("_"):
-        element, _ = _converter(type_name.lstrip("_"), "scalar")
-
-        def to_array(value: Any) -> list[Any]:
-            if not isinstance(value, list):
-                raise ValueError("expected a JSON array")
-            return [None if item is None else element(item) for item in value]
-
-        return to_array, type_name.lstrip("_") + "[]"
-    if type_name in _SCALARS:
-        return _SCALARS[type_name], type_name
-    if type_name in _UNSUPPORTED:
-
-        def unsupported(value: Any) -> Any:
-            raise ValueError(f"write it as CAST('...' AS {type_name})")
-
-        return unsupported, type_name
-    # Enums, domains and other types with a text form: Postgres parses the string.
-    return _to_text, type_name
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    sql: str  # with `$n::text::type` where Postgres reads a value's text
+    types: tuple[str, ...]  # the type Postgres inferred for each parameter
+    kinds: tuple[Kind, ...]
 
 
-def _bind_one(param: Param, converter: Converter, type_name: str) -> Any:
-    value = param.value
-    if value is None:
-        return None
-    if type_name in _JSON_TYPES:
-        if param.source == "sql" and isinstance(value, str):
-            return value
-        return json.dumps(value)
-    if isinstance(value, dict | list) and not type_name.endswith("[]"):
-        raise ValueError(f"a JSON {type(value).__name__} cannot be stored in a {type_name}")
-    return converter(value)
+def _type_name(t: Any) -> str:
+    name = '"' + str(t.name).replace('"', '""') + '"'
+    return '"' + str(t.schema).replace('"', '""') + '".' + name if t.schema else name
+
+
+def _read_as(sql: str, casts: dict[int, str]) -> str:
+    """`$n` -> `$n::text::<type>` for the given parameters (outside quoted names/strings)."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(1) is not None:
+            return match.group(1)
+        n = int(match.group(2))
+        return f"(${n}::text::{casts[n]})" if n in casts else match.group(0)
+
+    return _PLACEHOLDER.sub(replace, sql)
 
 
 class ParamBinder:
-    """Converts parameters for one statement text; learns each text's parameter types once
-    (a prepare round trip) and caches them for the life of the process."""
+    """Turns a statement and its parameters into what asyncpg sends; learns each statement
+    text's parameter types once and caches them for the life of the process."""
 
     def __init__(self, max_entries: int = 2048) -> None:
-        self._types: OrderedDict[str, tuple[tuple[Converter, str], ...]] = OrderedDict()
+        self._prepared: OrderedDict[str, _Prepared] = OrderedDict()
         self._max_entries = max_entries
 
-    async def bind(self, conn: asyncpg.Connection, sql: str, params: Sequence[Param]) -> list[Any]:
-        converters = self._types.get(sql)
-        if converters is None:
-            statement = await conn.prepare(sql)
-            converters = tuple(_converter(t.name, t.kind) for t in statement.get_parameters())
-            self._types[sql] = converters
-            if len(self._types) > self._max_entries:
-                self._types.popitem(last=False)
+    async def bind(
+        self, conn: asyncpg.Connection, sql: str, params: Sequence[Param]
+    ) -> tuple[str, list[Any]]:
+        kinds = tuple(p.kind for p in params)
+        prepared = self._prepared.get(sql)
+        if prepared is None or prepared.kinds != kinds:
+            prepared = await self._prepare(conn, sql, kinds)
+            self._prepared[sql] = prepared
+            if len(self._prepared) > self._max_entries:
+                self._prepared.popitem(last=False)
         values = []
-        for index, (param, (convert, type_name)) in enumerate(
-            zip(params, converters, strict=True), start=1
-        ):
+        for index, (param, type_name) in enumerate(zip(params, prepared.types, strict=True), 1):
             try:
-                values.append(_bind_one(param, convert, type_name))
-            except (ValueError, TypeError, OverflowError) as exc:
+                values.append(_value(param, type_name))
+            except (ValueError, TypeError) as exc:
                 shown = json.dumps(param.value, default=str)
                 if len(shown) > 60:
                     shown = shown[:57] + "..."
                 raise bad_request(
                     f"value {shown} (parameter {index}) is not a valid {type_name}: {exc}"
                 ) from None
-        return values
+        return prepared.sql, values
+
+    async def _prepare(
+        self, conn: asyncpg.Connection, sql: str, kinds: tuple[Kind, ...]
+    ) -> _Prepared:
+        # A literal whose type nothing determines (`'x' IS NULL`) stays text, as in Postgres.
+        as_text: dict[int, str] = {}
+        for _ in range(len(kinds) + 1):
+            # A savepoint: a failed prepare must not abort the caller's transaction.
+            await conn.execute("SAVEPOINT rowgate_prepare")
+            try:
+                statement = await conn.prepare(_read_as(sql, as_text))
+                await conn.execute("RELEASE SAVEPOINT rowgate_prepare")
+                break
+            except asyncpg.IndeterminateDatatypeError as exc:
+                await conn.execute("ROLLBACK TO SAVEPOINT rowgate_prepare")
+                found = _UNDETERMINED.search(str(exc))
+                if found is None or int(found.group(1)) in as_text:
+                    raise
+                as_text[int(found.group(1))] = '"pg_catalog"."text"'
+        else:  # pragma: no cover - each retry fixes one more parameter
+            raise bad_request("could not determine the types of this statement's values")
+        types = statement.get_parameters()
+        casts = dict(as_text)
+        for n, (t, kind) in enumerate(zip(types, kinds, strict=True), start=1):
+            if kind is not Kind.TYPED and t.name not in _TEXT_TYPES and n not in casts:
+                casts[n] = _type_name(t)
+        return _Prepared(_read_as(sql, casts), tuple(t.name for t in types), kinds)
 
     def clear(self) -> None:
-        self._types.clear()
+        self._prepared.clear()
+
+
+def _value(param: Param, type_name: str) -> Any:
+    value = param.value
+    if value is None or param.kind is Kind.TYPED:
+        return value
+    if param.kind is Kind.TEXT:
+        return value  # the literal's own text
+    return json_as_text(value, type_name)
+
+
+def json_as_text(value: Any, type_name: str) -> str:
+    """A JSON value in the text form Postgres' input function for `type_name` reads."""
+    if type_name in _JSON_TYPES:
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer() and type_name in _INT_TYPES:
+        return str(int(value))
+    if isinstance(value, int | float | Decimal | str):
+        return str(value)
+    if isinstance(value, list):
+        if not type_name.startswith("_"):
+            raise ValueError(f"a JSON array cannot be stored in a {type_name}")
+        return _array_literal(value, type_name[1:])
+    raise ValueError(f"a JSON {type(value).__name__} cannot be stored in a {type_name}")
+
+
+def _array_literal(items: list[Any], element_type: str) -> str:
+    parts = []
+    for item in items:
+        if item is None:
+            parts.append("NULL")
+        elif isinstance(item, list):
+            parts.append(_array_literal(item, element_type))
+        else:
+            text = json_as_text(item, element_type)
+            parts.append('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return "{" + ",".join(parts) + "}"

@@ -27,7 +27,7 @@ from server.sql.filters import (
     parse_order_by,
     quoted_column,
 )
-from server.sql.params import Bindings, Param
+from server.sql.params import Bindings, Kind, Param
 
 _ROWS_AS_JSON = "SELECT coalesce(json_agg(_rg), '[]')::text FROM ({inner}) AS _rg"
 _COUNT_AND_ROWS = (
@@ -80,9 +80,13 @@ class SelectPlan:
             type(p.value) is type(v) and p.value == v for p, v in zip(params, literals, strict=True)
         )
 
-    def with_literals(self, literals: Sequence[Any]) -> SelectPlan:
-        params = [Param(v) for v in literals] + list(self.statement.params[self.where_params :])
-        return dataclasses.replace(self, statement=Statement(self.statement.sql, params))
+    def with_literals(self, literals: Sequence[Any], fingerprint: str) -> SelectPlan:
+        """This plan for another filter of the same shape (its literals, its cursors)."""
+        params = [Param(v, Kind.TEXT if isinstance(v, str) else Kind.TYPED) for v in literals]
+        params += self.statement.params[self.where_params :]
+        return dataclasses.replace(
+            self, statement=Statement(self.statement.sql, params), fingerprint=fingerprint
+        )
 
     def page(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str | None]:
         """The caller's page (extra rows and helper columns stripped) and the next cursor."""
@@ -118,7 +122,8 @@ def _decode_cursor(cursor: str) -> dict[str, Any]:
     return payload
 
 
-def _fingerprint(access: TableAccess, where: str | None, order: list[OrderTerm]) -> str:
+def fingerprint(access: TableAccess, where: str | None, order: list[OrderTerm]) -> str:
+    """What a cursor is tied to: the table, the filter's exact text and the order."""
     shape = json.dumps([access.table.qualified, where, [(t.column, t.descending) for t in order]])
     return hashlib.sha256(shape.encode()).hexdigest()[:16]
 
@@ -134,7 +139,7 @@ def _after(access: TableAccess, term: OrderTerm, value: Any, b: Bindings) -> exp
             if term.descending
             else (exp.Boolean(this=False))
         )
-    bound = b.placeholder(value, source="json")
+    bound = b.json(value)
     if term.descending:
         return exp.LT(this=column, expression=bound)
     greater: exp.Expression = exp.GT(this=column, expression=bound)
@@ -149,7 +154,7 @@ def _equal(term: OrderTerm, value: Any, b: Bindings) -> exp.Expression:
     column = quoted_column(term.column)
     if value is None:
         return exp.Is(this=column, expression=exp.Null())
-    return exp.EQ(this=column, expression=b.placeholder(value, source="json"))
+    return exp.EQ(this=column, expression=b.json(value))
 
 
 def _keyset(
@@ -180,7 +185,7 @@ def plan_select(
     key = access.visible_primary_key
     keyset = bool(key)
     order += [OrderTerm(c, False) for c in key if all(t.column != c for t in order)]
-    fingerprint = _fingerprint(access, where, order)
+    query_fingerprint = fingerprint(access, where, order)
 
     conditions: list[exp.Expression] = []
     if where is not None and where.strip():
@@ -190,7 +195,7 @@ def plan_select(
     offset = 0
     if cursor:
         payload = _decode_cursor(cursor)
-        if payload.get("f") != fingerprint:
+        if payload.get("f") != query_fingerprint:
             raise bad_request(
                 "cursor belongs to a different query; repeat the same table, where and order_by "
                 "as the call that returned it"
@@ -222,8 +227,8 @@ def plan_select(
         )
         if order
         else None,
-        limit=exp.Limit(expression=b.placeholder(limit + 1, source="json")),
-        offset=exp.Offset(expression=b.placeholder(offset, source="json")) if offset else None,
+        limit=exp.Limit(expression=b.typed(limit + 1)),
+        offset=exp.Offset(expression=b.typed(offset)) if offset else None,
     )
     sql = _ROWS_AS_JSON.format(inner=_sql(query))
     return SelectPlan(
@@ -233,7 +238,7 @@ def plan_select(
         keyset=keyset,
         limit=limit,
         offset=offset,
-        fingerprint=fingerprint,
+        fingerprint=query_fingerprint,
         where_params=where_params,
     )
 
@@ -260,7 +265,7 @@ def plan_insert(access: TableAccess, rows: list[dict[str, Any]], returning: list
     tuples = [
         exp.Tuple(
             expressions=[
-                b.placeholder(row[c], source="json") if c in row else exp.var("DEFAULT")
+                b.json(row[c]) if c in row else exp.var("DEFAULT")
                 for c in columns
             ]
         )
@@ -284,7 +289,7 @@ def plan_update(
 ) -> Statement:
     b = Bindings()
     sets = [
-        exp.EQ(this=quoted_column(c), expression=b.placeholder(v, source="json"))
+        exp.EQ(this=quoted_column(c), expression=b.json(v))
         for c, v in assignments.items()
     ]
     condition = compile_condition(where, access.scope, b)
