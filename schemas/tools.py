@@ -37,13 +37,27 @@ Returning = Annotated[
         description="Columns to return for each affected row (default: the primary key).",
     ),
 ]
+# The filter language, stated once for every tool that takes a `where` (README: "Filters").
+FILTER_GRAMMAR = (
+    "A Postgres boolean expression over the table's visible columns, read exactly as Postgres "
+    "reads it, e.g. `status = 'open' AND total > 100`. Allowed: comparisons (= <> != < <= > "
+    ">=), AND/OR/NOT, + - * / % ^ and unary minus, ||, IS [NOT] NULL/TRUE/FALSE/UNKNOWN, "
+    "IS [NOT] DISTINCT FROM, [NOT] BETWEEN [SYMMETRIC], [NOT] IN (...), [NOT] LIKE/ILIKE "
+    "[ESCAPE], AT TIME ZONE, CAST(x AS type) and x::type, 'strings', E'escapes', $$dollar$$ "
+    "strings, decimal numbers, TRUE/FALSE/NULL, typed literals (date '2024-01-31', "
+    "interval '7 days'), and the functions lower upper length char_length trim btrim abs round "
+    "floor ceil ceiling coalesce nullif greatest least now date_trunc extract, plus "
+    "current_date current_timestamp localtimestamp. A quoted literal takes its type from its "
+    "context, as in Postgres (`created_at > '2024-09-01'`). Refused: subqueries, other "
+    "functions, regular expressions, ANY/arrays, COLLATE, and other SQL dialects' spellings."
+)
 WriteWhere = Annotated[
     str,
     Field(
         min_length=1,
         max_length=4000,
         pattern=r"\S",
-        description="SQL boolean expression selecting the rows, e.g. `id = 42`. Required.",
+        description="Selects the rows to change (required), e.g. `id = 42`. " + FILTER_GRAMMAR,
     ),
 ]
 Row = dict[str, JsonValue]
@@ -70,16 +84,7 @@ class SelectRowsRequest(Request):
     columns: list[ColumnName] | None = Field(
         default=None, max_length=200, description="Columns to return (default: all visible)."
     )
-    where: str | None = Field(
-        default=None,
-        max_length=4000,
-        description=(
-            "SQL boolean expression over the table's visible columns, e.g. "
-            "`status = 'open' AND total > 100`. Comparisons, AND/OR/NOT, IN, BETWEEN, "
-            "LIKE/ILIKE, IS NULL, arithmetic and a few functions (lower, upper, length, "
-            "coalesce, abs, round, now, current_date, date_trunc, extract). No subqueries."
-        ),
-    )
+    where: str | None = Field(default=None, max_length=4000, description=FILTER_GRAMMAR)
     order_by: str | None = Field(
         default=None,
         max_length=1000,

@@ -256,8 +256,8 @@ class ToolSpec:
 
 
 _WHERE_HELP = (
-    "`where` is a SQL boolean expression over the table's visible columns, e.g. "
-    "`status = 'open' AND total > 100`."
+    "`where` is a Postgres boolean expression over the table's visible columns, e.g. "
+    "`status = 'open' AND total > 100` (its argument description lists the grammar)."
 )
 
 TOOLS: dict[str, ToolSpec] = {
@@ -299,7 +299,8 @@ TOOLS: dict[str, ToolSpec] = {
             "update_rows",
             "Update rows",
             "Set columns on the rows matching `where` (required). " + _WHERE_HELP + " Refuses "
-            "to change more rows than the configured cap; reports how many rows changed.",
+            "to change more rows than the configured cap; reports how many rows changed. "
+            "`dry_run` reports the rows it would change and changes nothing.",
             UpdateRowsRequest, WriteResult, update_rows,
             read_only=False, destructive=True, idempotent=True,
         ),
@@ -307,7 +308,8 @@ TOOLS: dict[str, ToolSpec] = {
             "delete_rows",
             "Delete rows",
             "Delete the rows matching `where` (required). " + _WHERE_HELP + " Refuses to "
-            "delete more rows than the configured cap; reports how many rows were deleted.",
+            "delete more rows than the configured cap; reports how many rows were deleted. "
+            "`dry_run` reports the rows it would delete and deletes nothing.",
             DeleteRowsRequest, WriteResult, delete_rows,
             read_only=False, destructive=True, idempotent=True,
         ),

@@ -1,10 +1,12 @@
-"""Agent-written SQL fragments (`where`, `order_by`) -> a new, checked sqlglot tree.
+"""Agent-written SQL fragments (`where`, `order_by`) -> a checked sqlglot tree.
 
-Nothing of the agent's text reaches Postgres: the fragment is parsed, every node is
-checked against an allowlist and rebuilt from scratch (no comments, no unknown
-arguments), identifiers are resolved against the columns this caller may see, and
-every literal becomes a bind parameter. Hidden and unknown columns get the same error,
-so a filter can never tell whether a hidden column exists.
+Nothing of the agent's text reaches Postgres: the fragment's tokens are checked against
+Postgres' spelling (lexer.py), the parsed tree is checked node by node against an allowlist
+(each node with every argument it carries either kept or refused), identifiers are resolved
+against the columns this caller may see, and every literal becomes a bind parameter typed
+as Postgres types that literal. The SQL sent is generated from that tree, so it means what
+Postgres makes of the agent's text. Hidden and unknown columns get the same error, so a
+filter can never tell whether a hidden column exists.
 """
 
 from __future__ import annotations
