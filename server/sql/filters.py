@@ -25,7 +25,7 @@ from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokenizer_core import TokenType
 
 from server.errors import RowgateError, bad_request
-from server.sql.lexer import FUNCTIONS, is_number, lex
+from server.sql.lexer import FUNCTIONS, TOKENIZER, is_number, lex
 from server.sql.params import Bindings, number_type, number_value
 
 MAX_FRAGMENT_DEPTH = 64
@@ -324,7 +324,6 @@ class ConditionShape:
     literals: tuple[str | int | Decimal, ...]
 
 
-_TOKENIZER = Postgres().tokenizer()  # one instance: building a tokenizer costs more than using it
 _T = TokenType
 # Tokens whose meaning never depends on a literal's value. Filters with anything else
 # (functions, casts, intervals, escape strings, signs) are compiled afresh every time.
@@ -338,7 +337,7 @@ _SHAPE_TOKENS = {
 @functools.lru_cache(maxsize=1024)
 def condition_shape(text: str) -> ConditionShape | None:
     try:
-        tokens = _TOKENIZER.tokenize(text)
+        tokens = TOKENIZER.tokenize(text)
     except (TokenError, ParseError, RecursionError):
         return None
     key: list[tuple[str, str | None]] = []

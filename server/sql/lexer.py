@@ -28,7 +28,7 @@ from sqlglot.tokenizer_core import Token, TokenType
 from server.errors import RowgateError, bad_request
 
 _T = TokenType
-_TOKENIZER = Postgres().tokenizer()  # one instance: building a tokenizer costs more than using it
+TOKENIZER = Postgres().tokenizer()  # one instance: building a tokenizer costs more than using it
 
 # Functions a filter may call, by their Postgres names (checked before sqlglot maps names).
 FUNCTIONS = (
@@ -75,6 +75,14 @@ class Lexed:
     text: str
 
 
+def is_valid_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def is_number(text: str) -> bool:
     """A numeric constant as Postgres' lexer reads one (plain decimal)."""
     return _NUMBER.fullmatch(text) is not None
@@ -84,8 +92,10 @@ def lex(text: str, what: str) -> Lexed:
     """The fragment's tokens, checked against Postgres' spelling and rewritten where noted."""
     if "\x00" in text:
         raise bad_request(f"{what} contains a NUL character")
+    if not text.isascii() and not is_valid_unicode(text):
+        raise bad_request(f"{what} is not valid Unicode (it contains a lone surrogate)")
     try:
-        raw = _TOKENIZER.tokenize(text)
+        raw = TOKENIZER.tokenize(text)
     except (TokenError, ParseError) as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else "syntax error"
         raise bad_request(f"could not parse {what}: {first_line}") from None

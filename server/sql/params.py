@@ -24,6 +24,7 @@ import asyncpg
 from sqlglot import exp
 
 from server.errors import bad_request
+from server.sql.lexer import is_valid_unicode
 
 
 class Kind(enum.Enum):
@@ -189,9 +190,10 @@ def _value(param: Param, type_name: str) -> Any:
     value = param.value
     if value is None or param.kind is Kind.TYPED:
         return value
-    if param.kind is Kind.TEXT:
-        return value  # the literal's own text
-    return json_as_text(value, type_name)
+    text = value if param.kind is Kind.TEXT else json_as_text(value, type_name)
+    if not text.isascii() and not is_valid_unicode(text):
+        raise ValueError("not valid Unicode (it contains a lone surrogate)")
+    return text
 
 
 def json_as_text(value: Any, type_name: str) -> str:
