@@ -57,7 +57,10 @@ WriteWhere = Annotated[
         min_length=1,
         max_length=4000,
         pattern=r"\S",
-        description="Selects the rows to change (required), e.g. `id = 42`. " + FILTER_GRAMMAR,
+        description=(
+            "Selects the rows to change (required), e.g. `id = 42`: a Postgres boolean "
+            "expression, the same grammar as select_rows' `where`."
+        ),
     ),
 ]
 Row = dict[str, JsonValue]

@@ -88,6 +88,16 @@ SAME_AS_POSTGRES = [
     "total::numeric(10,1) > 100.0",
     "created_at AT TIME ZONE 'America/New_York' > '2024-09-03'",
     "public.orders.id = 5",
+    # A literal Postgres copies (the operand of BETWEEN and IN) is typed once per copy.
+    "'0111' BETWEEN '0111' AND id",
+    "'2025-06-01' BETWEEN SYMMETRIC '2025-06-01' AND created_at",
+    "'0111' BETWEEN SYMMETRIC id AND '96.22'",
+    "'A0000000-0000-4000-8000-000000000001' IN (NULL, org_id)",
+    "'2024-09-03 11:00:00+01' NOT BETWEEN created_at AND created_at::timestamp",
+    # A typed literal is one constant: `::date` applies to it, not to its string.
+    "'2025-06-01'::date - timestamp '2024-09-03T10:00:00Z'::date > 0",
+    "created_at > timestamp with time zone '2024-09-03 10:00+02'",
+    "status NOT BETWEEN SYMMETRIC ('a' || 'b') AND 'z'",
 ]
 
 # Postgres rejects these; rowgate must refuse them too (with Postgres' own reason).
@@ -101,6 +111,10 @@ REJECTED_BY_POSTGRES = [
     "-5::text = '-5'",
     "total / 0 > 1",
     "status = E'\\u12'",
+    # Postgres reads every literal while parsing, even one evaluation would skip.
+    "'a' = 'a' OR '1.5' = id",
+    "true OR (CAST(TRUE AS int) <= '96.22')",
+    "id = -5 AND created_at > 'garbage'",
 ]
 
 # Other dialects and forms outside the grammar: refused with a hint, never given a meaning.
@@ -117,6 +131,7 @@ REFUSED = {
     "id = 0x1F": "decimal",
     "+5 = id": "unary +",
     "status ~ 'p'": "regular expressions",
+    "status !~ 'p'": "regular expressions",
     "status = 'pa' 'id'": "two string literals",
     "status = U&'p\\0061id'": "U&",
 }

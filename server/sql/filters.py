@@ -129,8 +129,25 @@ _UNARY = frozenset({"this"})
 # kept, not rebuilt, so every flag they carry (NOT, SYMMETRIC, typed division) survives.
 _NODES: dict[type[exp.Expression], frozenset[str]] = {
     **dict.fromkeys(
-        (exp.And, exp.Or, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ,
-         exp.NullSafeNEQ, exp.Add, exp.Sub, exp.Mul, exp.Mod, exp.Pow, exp.Nullif, exp.Escape),
+        (
+            exp.And,
+            exp.Or,
+            exp.EQ,
+            exp.NEQ,
+            exp.GT,
+            exp.GTE,
+            exp.LT,
+            exp.LTE,
+            exp.NullSafeEQ,
+            exp.NullSafeNEQ,
+            exp.Add,
+            exp.Sub,
+            exp.Mul,
+            exp.Mod,
+            exp.Pow,
+            exp.Nullif,
+            exp.Escape,
+        ),
         _BINARY,
     ),
     exp.Div: _BINARY | {"typed", "safe"},
@@ -187,6 +204,12 @@ class _Compiler:
         self.scope = scope
         self.bindings = bindings
         self.depth = 0
+        # Postgres copies the operand of BETWEEN (all three for SYMMETRIC) and of IN before
+        # typing each copy on its own: `'x' BETWEEN a AND b` types 'x' once from a, once
+        # from b. One placeholder cannot have two types, so quoted literals in those
+        # operands stay literals in the generated SQL (rendered, quoted and escaped, by the
+        # generator; standard_conforming_strings is on for every connection).
+        self.literal_operands = 0
 
     def compile(self, node: exp.Expression) -> exp.Expression:
         self.depth += 1
@@ -202,8 +225,12 @@ class _Compiler:
             return quoted_column(self.scope.resolve(node))
         if isinstance(node, exp.Literal):
             if node.is_string:
+                if self.literal_operands:
+                    return exp.Literal.string(node.this)
                 return self.bindings.text(node.this)
             return self.bindings.number(node.this)
+        if isinstance(node, exp.Between | exp.In):
+            return self._copied_operands(node)
         if isinstance(node, exp.Boolean | exp.Null):
             return node
         if isinstance(node, exp.Neg):
@@ -222,6 +249,12 @@ class _Compiler:
         if isinstance(node, exp.Neg):
             node.set("this", self.compile(node.this))
             return node
+        return self._generic(node)
+
+    def _generic(
+        self, node: exp.Expression, compiled: frozenset[str] = frozenset()
+    ) -> exp.Expression:
+        """Any allowlisted node: every argument it carries is allowed, then compiled."""
         allowed = _NODES.get(type(node))
         if allowed is None:
             raise _refusal(node)
@@ -231,7 +264,7 @@ class _Compiler:
                 continue
             if key not in allowed:
                 raise bad_request(f"this form of {node.key} is not supported in filters")
-            if key in _FLAGS:
+            if key in _FLAGS or key in compiled:
                 continue
             if isinstance(value, list):
                 node.set(key, [self.compile(item) for item in value])
@@ -240,6 +273,19 @@ class _Compiler:
             elif not (key == "position" and str(value).upper() in _TRIM_POSITIONS):
                 raise bad_request(f"this form of {node.key} is not supported in filters")
         return node
+
+    def _copied_operands(self, node: exp.Between | exp.In) -> exp.Expression:
+        copied = frozenset({"this"} | ({"low", "high"} if node.args.get("symmetric") else set()))
+        self._check(node)
+        self.literal_operands += 1
+        try:
+            for key in ("this", "low", "high"):
+                value = node.args.get(key)
+                if key in copied and isinstance(value, exp.Expression):
+                    node.set(key, self.compile(value))
+        finally:
+            self.literal_operands -= 1
+        return self._generic(node, compiled=copied)
 
     @staticmethod
     def _check(node: exp.Expression) -> None:

@@ -61,6 +61,8 @@ _SAFE_TOKENS = frozenset({
 # the parsed tree decides where a type may stand.
 _TYPE_TOKENS = frozenset(Postgres.Parser.TYPE_TOKENS)
 _STRINGS = frozenset({_T.STRING, _T.BYTE_STRING, _T.HEREDOC_STRING})
+_BETWEEN_WORDS = frozenset({"symmetric", "asymmetric"})
+_TYPE_WORDS = frozenset({"with", "without", "time", "zone", "precision", "varying"})
 _NUMBER = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 # After these a `+` or `-` is a sign, not an operator.
 _OPERAND_ENDS = frozenset({
@@ -120,7 +122,11 @@ class _Gate:
             kind = token.token_type
             nxt = tokens[i + 1] if i + 1 < len(tokens) else None
             prev = tokens[i - 1] if i > 0 else None
-            if kind not in _SAFE_TOKENS and kind not in _TYPE_TOKENS:
+            if (
+                kind not in _SAFE_TOKENS
+                and kind not in _TYPE_TOKENS
+                and not _in_type_name(prev, token, nxt)
+            ):
                 raise self.refuse(_unsupported(token))
             self._spelling(token, nxt)
             if nxt is not None and nxt.token_type is _T.L_PAREN:
@@ -140,6 +146,13 @@ class _Gate:
             elif kind is _T.INTERVAL and not _after_type_marker(prev):
                 i = self._interval(i)
                 continue
+            elif (
+                kind in _TYPE_TOKENS
+                and not _after_type_marker(prev)
+                and (after := self._typed_literal(i))
+            ):
+                i = after
+                continue
             elif kind is _T.UNKNOWN and prev is not None and prev.token_type in (_T.IS, _T.NOT):
                 self._is_unknown(token)
             else:
@@ -154,6 +167,8 @@ class _Gate:
         if kind in (_T.LIKE, _T.ILIKE) and text not in ("like", "ilike"):
             raise self.refuse(f"write {text!r} as LIKE / ILIKE")
         if kind is _T.NOT and text != "not":
+            if nxt is not None and nxt.token_type in (_T.RLIKE, _T.IRLIKE):
+                raise self.refuse(_unsupported(nxt))
             raise self.refuse(f"{token.text!r} is not supported here; use NOT")
 
     def _call(self, token: Token, prev: Token | None) -> None:
@@ -169,6 +184,8 @@ class _Gate:
                                 _T.STAR, _T.SLASH, _T.MOD, _T.CARET, _T.DPIPE):  # fmt: skip
             return
         name = token.text.lower()
+        if prev is not None and prev.token_type is _T.BETWEEN and name in _BETWEEN_WORDS:
+            return
         if kind is _T.IDENTIFIER:
             raise self.refuse(f"quoted function names are not supported; write {name}(...)")
         if name in KEYWORD_VALUES:
@@ -231,6 +248,29 @@ class _Gate:
         ]
         return i + 2
 
+    def _typed_literal(self, i: int) -> int:
+        """`timestamp '2024-09-03'` -> `CAST('2024-09-03' AS timestamp)`, so a following
+        `::date` applies to the typed literal, as in Postgres (sqlglot would apply it to the
+        string first). Returns the next index, or 0 when the type is not followed by a string."""
+        tokens = self.tokens
+        if i > 0 and tokens[i - 1].text.lower() == "at":  # x AT TIME ZONE 'UTC'
+            return 0
+        j = i + 1
+        while j < len(tokens) and (
+            tokens[j].token_type in _TYPE_TOKENS
+            or (
+                tokens[j].token_type in (_T.VAR, _T.TIME, _T.WITH)
+                and tokens[j].text.lower() in _TYPE_WORDS
+            )
+        ):
+            j += 1
+        if j >= len(tokens) or tokens[j].token_type not in _STRINGS:
+            return 0
+        at = tokens[i]
+        self.out += [_word(_T.VAR, "CAST", at), _word(_T.L_PAREN, "(", at), self._string(tokens[j])]
+        self.out += [_word(_T.ALIAS, "AS", at), *tokens[i:j], _word(_T.R_PAREN, ")", at)]
+        return j + 1
+
     def _is_unknown(self, token: Token) -> None:
         negated = self.out[-1].token_type is _T.NOT
         if negated:
@@ -254,6 +294,17 @@ class _Gate:
 def _after_type_marker(prev: Token | None) -> bool:
     """After `::` or a CAST's `AS`, a type name is a type, not a typed literal."""
     return prev is not None and prev.token_type in (_T.DCOLON, _T.ALIAS)
+
+
+def _in_type_name(prev: Token | None, token: Token, nxt: Token | None) -> bool:
+    """`WITH` in `timestamp with time zone` (elsewhere it would start a subquery)."""
+    return (
+        token.token_type is _T.WITH
+        and prev is not None
+        and prev.token_type in _TYPE_TOKENS
+        and nxt is not None
+        and nxt.token_type is _T.TIME
+    )
 
 
 def _word(kind: TokenType, text: str, at: Token) -> Token:

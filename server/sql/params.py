@@ -105,6 +105,11 @@ class _Prepared:
     sql: str  # with `$n::text::type` where Postgres reads a value's text
     types: tuple[str, ...]  # the type Postgres inferred for each parameter
     kinds: tuple[Kind, ...]
+    # Postgres reads a quoted literal when it parses the statement, so an invalid one is an
+    # error even where evaluation never reaches it (`true OR id = 'x'`). A placeholder is
+    # read only when evaluated: this statement reads the filter's literals up front.
+    checks: str | None = None
+    checked: tuple[int, ...] = ()  # indexes of the parameters `checks` takes
 
 
 def _type_name(t: Any) -> str:
@@ -153,6 +158,8 @@ class ParamBinder:
                 raise bad_request(
                     f"value {shown} (parameter {index}) is not a valid {type_name}: {exc}"
                 ) from None
+        if prepared.checks is not None:
+            await conn.fetchval(prepared.checks, *[values[i] for i in prepared.checked])
         return prepared.sql, values
 
     async def _prepare(
@@ -180,7 +187,16 @@ class ParamBinder:
         for n, (t, kind) in enumerate(zip(types, kinds, strict=True), start=1):
             if kind is not Kind.TYPED and t.name not in _TEXT_TYPES and n not in casts:
                 casts[n] = _type_name(t)
-        return _Prepared(_read_as(sql, casts), tuple(t.name for t in types), kinds)
+        checked = tuple(
+            n - 1 for n in sorted(casts) if kinds[n - 1] is Kind.TEXT and n not in as_text
+        )
+        checks = (
+            "SELECT "
+            + ", ".join(f"${i}::text::{casts[n + 1]}" for i, n in enumerate(checked, start=1))
+            if checked
+            else None
+        )
+        return _Prepared(_read_as(sql, casts), tuple(t.name for t in types), kinds, checks, checked)
 
     def clear(self) -> None:
         self._prepared.clear()
