@@ -42,6 +42,7 @@ from server.app import Rowgate
 from server.errors import RowgateError
 from server.identity import Principal
 from tests.filter_grammar import Column, FilterGrammar, literal_list
+from tests.oracle import Answer, postgres_answer
 
 # Regexes (re.search on RowgateError.message) of refusals that are documented behaviour:
 # a filter Postgres accepts but rowgate refuses with such a message is not a disagreement.
@@ -75,8 +76,6 @@ ORDERS_UPDATE_SAMPLE = "id % 200 = 7"
 ORDERS_DELETE_SAMPLE = "id % 40 = 7 AND status IN ('draft', 'open', 'cancelled')"
 ORDERS_READ_RAW_EVERY = 4
 ORDERS_WRITE_RAW_EVERY = 10  # a write over thousands of rows takes ~0.5 s on each side
-ORACLE_STATEMENT_TIMEOUT = "10s"
-ORACLE_CLIENT_TIMEOUT_S = 30.0
 MAX_SHOWN_PER_SHAPE = 2  # filters shown per error message shape
 MAX_SHOWN_PER_KIND = 10  # ... and per kind of disagreement
 # Kinds of disagreement reported first; refusals follow, most frequent first.
@@ -361,22 +360,6 @@ ORDERS_CURATED = (
 
 
 @dataclass(frozen=True, slots=True)
-class Answer:
-    """Selected ids (in order), or an error: a RowgateError code or a SQLSTATE."""
-
-    ids: tuple[Any, ...] | None = None
-    code: str | None = None
-    message: str | None = None
-
-    def show(self) -> str:
-        if self.ids is None:
-            return f"error {self.code}: {self.message}"
-        head = ", ".join(map(str, self.ids[:12]))
-        more = f", ... ({len(self.ids)} rows)" if len(self.ids) > 12 else ""
-        return f"{len(self.ids)} rows [{head}{more}]"
-
-
-@dataclass(frozen=True, slots=True)
 class Target:
     """A table, who queries it, through which app, and (for updates) what to set."""
 
@@ -393,32 +376,6 @@ class Case:
     text: str
     rowgate: Answer
     postgres: Answer
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-async def postgres_answer(admin: asyncpg.Connection, who: Principal, sql: str) -> Answer:
-    """Postgres' own answer to `sql` as `who`, in a transaction that is always rolled back
-    (so a failed statement never leaves the shared connection aborted)."""
-    tx = admin.transaction()
-    await tx.start()
-    try:
-        await admin.execute(
-            f"SET LOCAL statement_timeout = '{ORACLE_STATEMENT_TIMEOUT}';"
-            " SET LOCAL TimeZone = 'UTC';"
-            f" SET LOCAL ROLE {quote_ident(who.role)}"
-        )
-        await admin.execute("SELECT set_config('request.jwt.claims', $1, true)", who.claims_json)
-        rows = await admin.fetch(sql, timeout=ORACLE_CLIENT_TIMEOUT_S)
-        return Answer(ids=tuple(row[0] for row in rows))
-    except asyncpg.PostgresError as exc:
-        return Answer(code=exc.sqlstate, message=str(exc).splitlines()[0])
-    except TimeoutError:
-        return Answer(code="timeout", message="no answer within the client timeout")
-    finally:
-        await tx.rollback()
 
 
 async def rowgate_answer(target: Target, tool: str, arguments: dict[str, Any]) -> Answer:

@@ -12,7 +12,7 @@ import pytest
 from server.app import Rowgate
 from server.errors import RowgateError
 from server.identity import Principal
-from tests.oracle import Refusal, postgres_ids, rowgate_ids
+from tests.oracle import postgres_answer, rowgate_ids, select_ids
 
 # Each must give exactly Postgres' rows on public.orders (as alice, who sees every column).
 SAME_AS_POSTGRES = [
@@ -141,16 +141,16 @@ REFUSED = {
 async def test_rows_are_postgres_rows(
     rg: Rowgate, alice: Principal, admin: asyncpg.Connection, where: str
 ) -> None:
-    expected = await postgres_ids(admin, alice, "public.orders", where)
-    assert isinstance(expected, list), f"Postgres refused {where!r}: {expected}"
-    assert await rowgate_ids(rg, alice, "orders", where) == expected
+    expected = await postgres_answer(admin, alice, select_ids("public.orders", where))
+    assert expected.ids is not None, f"Postgres refused {where!r}: {expected.show()}"
+    assert await rowgate_ids(rg, alice, "orders", where) == expected.ids
 
 
 @pytest.mark.parametrize("where", REJECTED_BY_POSTGRES)
 async def test_filters_postgres_rejects_are_refused(
     rg: Rowgate, alice: Principal, admin: asyncpg.Connection, where: str
 ) -> None:
-    assert isinstance(await postgres_ids(admin, alice, "public.orders", where), Refusal)
+    assert (await postgres_answer(admin, alice, select_ids("public.orders", where))).ids is None
     with pytest.raises(RowgateError) as error:
         await rg.call("select_rows", {"table": "orders", "where": where}, alice)
     assert "Traceback" not in error.value.message
@@ -231,7 +231,7 @@ async def test_a_dry_run_reports_the_rows_and_changes_nothing(
 ) -> None:
     where = "status = 'cancelled' AND id < 300"
     before = await admin.fetch("SELECT id, note FROM public.orders ORDER BY id LIMIT 400")
-    expected = await postgres_ids(admin, alice, "public.orders", where)
+    expected = await postgres_answer(admin, alice, select_ids("public.orders", where))
     key = str(uuid.uuid4())
     for tool, extra in (("update_rows", {"set": {"note": "dry"}}), ("delete_rows", {})):
         result = await rg.call(
@@ -241,7 +241,7 @@ async def test_a_dry_run_reports_the_rows_and_changes_nothing(
         )
         dumped = result.model_dump()
         assert dumped["dry_run"] is True
-        assert sorted(r["id"] for r in dumped["rows"]) == expected
+        assert tuple(sorted(r["id"] for r in dumped["rows"])) == expected.ids
     assert await admin.fetch("SELECT id, note FROM public.orders ORDER BY id LIMIT 400") == before
     # The key was not used up: a real write with it runs.
     real = await rg.call(
