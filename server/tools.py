@@ -130,9 +130,7 @@ def _select_plan(
     if cached is not None:
         if shape is None:
             return cached
-        return cached.with_literals(
-            shape.literals, fingerprint(access, req.where, cached.order)
-        )
+        return cached.with_literals(shape.literals, fingerprint(access, req.where, cached.order))
     plan = plan_select(access, columns, req.where, req.order_by, limit, None)
     if shape is None or plan.binds_literals(shape.literals):
         access.remember(key, plan)

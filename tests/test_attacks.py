@@ -8,11 +8,14 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from sqlglot import exp
 
 from schemas.config import Settings
 from server.app import Rowgate
 from server.errors import RowgateError
 from server.identity import Principal
+from server.sql.filters import ColumnScope, _Compiler
+from server.sql.params import Bindings
 
 ACME = "a0000000-0000-4000-8000-000000000001"
 
@@ -299,3 +302,16 @@ async def test_a_privileged_login_role_is_warned_about(
         app = await Rowgate.start(Settings(database_url=db_admin_dsn))
         await app.close()
     assert any("superuser, bypasses RLS or owns tables" in r.getMessage() for r in caplog.records)
+
+
+def test_a_flag_that_carries_an_expression_is_refused_not_printed() -> None:
+    """Flags (NOT, SYMMETRIC, ...) are kept from the parsed tree; one that held an
+    expression would be printed into the SQL unchecked, so the compiler refuses it."""
+    scope = ColumnScope("public.orders", "orders", frozenset({"status"}), "public")
+    smuggled = exp.Like(
+        this=exp.column("status"),
+        expression=exp.Literal.string("p%"),
+        negate=exp.Anonymous(this="pg_sleep", expressions=[exp.Literal.number(10)]),
+    )
+    with pytest.raises(RowgateError, match="not supported"):
+        _Compiler(scope, Bindings()).compile(smuggled)

@@ -78,7 +78,7 @@ _HANGS_POSTGRES = re.compile(r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u)[^\x00-\x7f]"
 def _rowgate_reading(text: str) -> str | None:
     """The value rowgate reads for a lone string literal, or None if it refuses it."""
     try:
-        tokens = lex(text, "where").tokens
+        tokens = lex(text, "where")
     except RowgateError:
         return None
     if len(tokens) != 1 or tokens[0].token_type is not TokenType.STRING:

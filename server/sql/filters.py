@@ -18,11 +18,10 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import ParseError, TokenError
-from sqlglot.tokenizer_core import TokenType
+from sqlglot.tokenizer_core import Token, TokenType
 
 from server.errors import RowgateError, bad_request
 from server.sql.lexer import FUNCTIONS, TOKENIZER, is_number, lex
@@ -94,33 +93,34 @@ def quoted_column(name: str) -> exp.Column:
 def _parse(text: str, what: str) -> exp.Expression:
     """Plain sqlglot parsing, for fragments that are not filters (order_by)."""
     try:
-        statements = sqlglot.parse(text, read="postgres")
+        tokens = TOKENIZER.tokenize(text)
     except (ParseError, TokenError) as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else "syntax error"
-        raise bad_request(f"could not parse {what}: {first_line}") from None
-    except RecursionError:
-        raise bad_request(f"{what} is nested too deeply") from None
-    expressions = [s for s in statements if isinstance(s, exp.Expression)]
-    if len(expressions) != 1 or len(statements) != 1:
-        raise bad_request(f"{what} must be a single expression (no ';')")
-    return expressions[0]
+        raise _unparsable(exc, what) from None
+    return _parse_tokens(tokens, text, what)
+
+
+def _parse_filter(text: str) -> exp.Expression:
+    return _parse_tokens(lex(text, "where"), text, "where")
 
 
 _POSTGRES = Postgres()
 
 
-def _parse_filter(text: str) -> exp.Expression:
-    lexed = lex(text, "where")
+def _parse_tokens(tokens: list[Token], text: str, what: str) -> exp.Expression:
     try:
-        statements = _POSTGRES.parser().parse(lexed.tokens, text)
+        statements = _POSTGRES.parser().parse(tokens, text)
     except (ParseError, TokenError) as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else "syntax error"
-        raise bad_request(f"could not parse where: {first_line}") from None
+        raise _unparsable(exc, what) from None
     except RecursionError:
-        raise bad_request("where is nested too deeply") from None
+        raise bad_request(f"{what} is nested too deeply") from None
     if len(statements) != 1 or not isinstance(statements[0], exp.Expression):
-        raise bad_request("where must be a single expression (no ';')")
+        raise bad_request(f"{what} must be a single expression (no ';')")
     return statements[0]
+
+
+def _unparsable(exc: Exception, what: str) -> RowgateError:
+    first_line = str(exc).splitlines()[0] if str(exc) else "syntax error"
+    return bad_request(f"could not parse {what}: {first_line}")
 
 
 _BINARY = frozenset({"this", "expression"})
@@ -264,7 +264,11 @@ class _Compiler:
                 continue
             if key not in allowed:
                 raise bad_request(f"this form of {node.key} is not supported in filters")
-            if key in _FLAGS or key in compiled:
+            if key in _FLAGS:
+                if not isinstance(value, bool):  # never an expression that would be printed
+                    raise bad_request(f"this form of {node.key} is not supported in filters")
+                continue
+            if key in compiled:
                 continue
             if isinstance(value, list):
                 node.set(key, [self.compile(item) for item in value])

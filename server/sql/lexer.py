@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import ParseError, TokenError
@@ -62,6 +61,12 @@ _SAFE_TOKENS = frozenset({
 _TYPE_TOKENS = frozenset(Postgres.Parser.TYPE_TOKENS)
 _STRINGS = frozenset({_T.STRING, _T.BYTE_STRING, _T.HEREDOC_STRING})
 _BETWEEN_WORDS = frozenset({"symmetric", "asymmetric"})
+# Tokens after which `(` only opens a parenthesised expression, never a call.
+_NOT_CALLERS = frozenset({
+    _T.IN, _T.AND, _T.OR, _T.NOT, _T.L_PAREN, _T.COMMA, _T.FROM, _T.BETWEEN, _T.IS, _T.LIKE,
+    _T.ILIKE, _T.ESCAPE, _T.DISTINCT, _T.ALIAS, _T.NUMBER, _T.EQ, _T.NEQ, _T.GT, _T.GTE, _T.LT,
+    _T.LTE, _T.PLUS, _T.DASH, _T.STAR, _T.SLASH, _T.MOD, _T.CARET, _T.DPIPE,
+}) | _STRINGS  # fmt: skip
 _TYPE_WORDS = frozenset({"with", "without", "time", "zone", "precision", "varying"})
 _NUMBER = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 # After these a `+` or `-` is a sign, not an operator.
@@ -69,12 +74,6 @@ _OPERAND_ENDS = frozenset({
     _T.VAR, _T.IDENTIFIER, _T.STRING, _T.NUMBER, _T.R_PAREN, _T.NULL, _T.TRUE, _T.FALSE,
     _T.CURRENT_DATE, _T.CURRENT_TIMESTAMP, _T.LOCALTIMESTAMP, _T.UNKNOWN, _T.NOTNULL, _T.ISNULL,
 }) | _TYPE_TOKENS  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class Lexed:
-    tokens: list[Token]
-    text: str
 
 
 def is_valid_unicode(text: str) -> bool:
@@ -90,7 +89,7 @@ def is_number(text: str) -> bool:
     return _NUMBER.fullmatch(text) is not None
 
 
-def lex(text: str, what: str) -> Lexed:
+def lex(text: str, what: str) -> list[Token]:
     """The fragment's tokens, checked against Postgres' spelling and rewritten where noted."""
     if "\x00" in text:
         raise bad_request(f"{what} contains a NUL character")
@@ -101,7 +100,7 @@ def lex(text: str, what: str) -> Lexed:
     except (TokenError, ParseError) as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else "syntax error"
         raise bad_request(f"could not parse {what}: {first_line}") from None
-    return Lexed(_Gate(raw, text, what).run(), text)
+    return _Gate(raw, text, what).run()
 
 
 class _Gate:
@@ -176,12 +175,7 @@ class _Gate:
         kind = token.token_type
         if _after_type_marker(prev) and kind in _TYPE_TOKENS:
             return
-        if kind in (_T.IN, _T.AND, _T.OR, _T.NOT, _T.L_PAREN, _T.COMMA, _T.FROM, _T.BETWEEN,
-                    _T.IS, _T.LIKE, _T.ILIKE, _T.ESCAPE, _T.DISTINCT,
-                    _T.ALIAS) or kind in _STRINGS or kind is _T.NUMBER:  # fmt: skip
-            return
-        if token.token_type in (_T.EQ, _T.NEQ, _T.GT, _T.GTE, _T.LT, _T.LTE, _T.PLUS, _T.DASH,
-                                _T.STAR, _T.SLASH, _T.MOD, _T.CARET, _T.DPIPE):  # fmt: skip
+        if kind in _NOT_CALLERS:
             return
         name = token.text.lower()
         if prev is not None and prev.token_type is _T.BETWEEN and name in _BETWEEN_WORDS:

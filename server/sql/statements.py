@@ -263,12 +263,7 @@ def plan_insert(access: TableAccess, rows: list[dict[str, Any]], returning: list
     for row in rows:
         columns += [c for c in row if c not in columns]
     tuples = [
-        exp.Tuple(
-            expressions=[
-                b.json(row[c]) if c in row else exp.var("DEFAULT")
-                for c in columns
-            ]
-        )
+        exp.Tuple(expressions=[b.json(row[c]) if c in row else exp.var("DEFAULT") for c in columns])
         for row in rows
     ]
     target: exp.Expression = _table(access)
@@ -288,10 +283,7 @@ def plan_update(
     access: TableAccess, assignments: dict[str, Any], where: str, returning: list[str]
 ) -> Statement:
     b = Bindings()
-    sets = [
-        exp.EQ(this=quoted_column(c), expression=b.json(v))
-        for c, v in assignments.items()
-    ]
+    sets = [exp.EQ(this=quoted_column(c), expression=b.json(v)) for c, v in assignments.items()]
     condition = compile_condition(where, access.scope, b)
     dml = exp.Update(
         this=_table(access),
