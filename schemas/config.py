@@ -62,6 +62,11 @@ class Settings(_Strict):
     catalog_ttl_seconds: float = Field(
         default=60, ge=0, description="How long tables, columns and grants are cached."
     )
+    transaction_pooler: bool = Field(
+        default=False,
+        description="The database URL goes through a transaction-mode pooler (PgBouncer, "
+        "Supavisor on port 6543): no prepared statement outlives a transaction.",
+    )
     pool_min_size: int = Field(default=1, ge=0)
     pool_max_size: int = Field(default=10, ge=1)
     limits: Limits = Field(default_factory=Limits)

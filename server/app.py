@@ -53,6 +53,7 @@ class Rowgate:
                 settings.limits,
                 min_size=settings.pool_min_size,
                 max_size=settings.pool_max_size,
+                transaction_pooler=settings.transaction_pooler,
             )
         except Exception as exc:
             raise RowgateError(

@@ -69,6 +69,10 @@ _ENV: dict[str, tuple[tuple[str, ...], Any]] = {
     "ROWGATE_MAX_WRITE_ROWS": (("limits", "max_write_rows"), int),
     "ROWGATE_STATEMENT_TIMEOUT_MS": (("limits", "statement_timeout_ms"), int),
     "ROWGATE_CATALOG_TTL_SECONDS": (("catalog_ttl_seconds",), float),
+    "ROWGATE_TRANSACTION_POOLER": (
+        ("transaction_pooler",),
+        lambda v: _bool("ROWGATE_TRANSACTION_POOLER", v),
+    ),
 }
 
 ENV_VARIABLES = (*_ENV, "ROWGATE_CONFIG")

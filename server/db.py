@@ -39,7 +39,15 @@ class Database:
         self._acquire_timeout = limits.statement_timeout_ms / 1000 + CONNECT_TIMEOUT_S
 
     @classmethod
-    async def connect(cls, dsn: str, limits: Limits, *, min_size: int, max_size: int) -> Database:
+    async def connect(
+        cls,
+        dsn: str,
+        limits: Limits,
+        *,
+        min_size: int,
+        max_size: int,
+        transaction_pooler: bool = False,
+    ) -> Database:
         pool = await asyncpg.create_pool(
             dsn,
             min_size=min_size,
