@@ -9,7 +9,7 @@ from typing import Any
 
 import jwt
 
-from schemas.config import JwtSettings, Settings
+from schemas.config import ASYMMETRIC_ALGORITHMS, JwtSettings, Settings
 
 
 class IdentityError(Exception):
@@ -38,9 +38,6 @@ class Principal:
     @property
     def label(self) -> str:
         return f"{self.role}:{self.subject or ''}"
-
-
-ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA")
 
 
 def verify_token(token: str, settings: JwtSettings) -> dict[str, Any]:

@@ -176,3 +176,51 @@ def _hmac_token_with_key(key: bytes, claims: dict[str, object]) -> str:
     body = part(json.dumps(claims).encode())
     signature = hmac.new(key, f"{header}.{body}".encode(), hashlib.sha256).digest()
     return f"{header}.{body}.{part(signature)}"
+
+
+def test_nested_names_http_auth_and_scopes_from_every_source(tmp_path: Path) -> None:
+    config = tmp_path / "rowgate.toml"
+    config.write_text(
+        '[http]\nresource_url = "https://data.example.com/mcp"\n'
+        '[auth]\nissuer = "https://idp.example.com"\nallowed_roles = ["authenticated", "staff"]\n'
+        '[scopes."crm:read"]\ntools = ["select_rows"]\ntables = ["customers"]\n'
+    )
+    settings = load_settings(
+        config_file=config,
+        dotenv_path=tmp_path / "none",
+        environ={
+            "ROWGATE_LIMITS__MAX_LIMIT": "70",
+            "ROWGATE_AUTH__CLOCK_SKEW_SECONDS": "5",
+            "ROWGATE_ALLOWED_HOSTS": "data.example.com, data.example.com:443",
+            "ROWGATE_SUPABASE_CLIENT_IDS": "a,b",
+        },
+    )
+    assert settings.limits.max_limit == 70 and settings.auth.clock_skew_seconds == 5
+    assert settings.http.resource_url == "https://data.example.com/mcp"
+    assert settings.http.allowed_hosts == ["data.example.com", "data.example.com:443"]
+    assert settings.auth.issuer == "https://idp.example.com"
+    assert settings.auth.allowed_roles == ["authenticated", "staff"]
+    assert settings.auth.supabase_client_ids == ["a", "b"]
+    assert settings.scopes["crm:read"].tables == ["customers"]
+    assert "db:read" not in settings.scopes  # a configured matrix replaces the default one
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"ROWGATE_HTTP_PORT": "eighty"}, "http.port"),
+        ({"ROWGATE_AUTH__CLOCK_SKEW_SECONDS": "9999"}, "auth.clock_skew_seconds"),
+        ({"ROWGATE_SCOPES": '{"db:read": {"tools": ["drop_table"]}}'}, "scopes.db:read.tools"),
+        ({"ROWGATE_AUTH_DISABLED": "perhaps"}, "ROWGATE_AUTH_DISABLED must be true or false"),
+    ],
+)
+def test_bad_http_and_auth_settings_name_what_to_fix(
+    tmp_path: Path, environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(environ=environ, dotenv_path=tmp_path / "none")
+
+
+def test_missing_config_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_settings(environ={"ROWGATE_CONFIG": str(tmp_path / "nope.toml")})
