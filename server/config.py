@@ -210,7 +210,7 @@ def load_settings(
             case_sensitive=False,
             nested_model_default_partial_update=True,
         )
-        settings_customise_sources = classmethod(_sources(variables, config_file))  # type: ignore[assignment]
+        settings_customise_sources = classmethod(_sources(variables, config_file))
 
     init = {key: value for key, value in (overrides or {}).items() if value is not None}
     try:
