@@ -18,6 +18,7 @@ from server.db import Database
 from server.errors import DATABASE_FAILURES, RowgateError, bad_request, from_postgres
 from server.identity import Principal
 from server.policy import Policy
+from server.scopes import Permissions
 from server.tools import TOOLS
 
 log = logging.getLogger("rowgate")
@@ -40,6 +41,7 @@ class Rowgate:
         self.db = db
         self.policy = policy
         self.migrated = migrated
+        self.permissions = Permissions(settings.scopes)
 
     @classmethod
     async def start(cls, settings: Settings) -> Rowgate:
@@ -97,10 +99,15 @@ class Rowgate:
                 raise RowgateError(
                     "unknown_tool", f"unknown tool {tool!r}; tools: {', '.join(TOOLS)}"
                 )
+            narrowed_by_table = self.permissions.check_tool(who, tool)
             try:
                 request = spec.request.model_validate(arguments)
             except ValidationError as exc:
                 raise bad_request(_describe_validation(tool, spec.request, exc)) from None
+            table_name = getattr(request, "table", None)
+            if narrowed_by_table and isinstance(table_name, str):
+                access = await self.policy.resolve(who, table_name)
+                self.permissions.check_table(who, tool, access.table.qualified)
             result = await spec.handler(self, request, who)
             rows = getattr(result, "row_count", None)
             return result

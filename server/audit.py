@@ -42,3 +42,28 @@ def record(
         "error_code": error_code,
     }
     audit_log.info(json.dumps(event, separators=(",", ":")))
+
+
+def auth_failure(
+    *,
+    reason: str,
+    status: int,
+    issuer: str | None,
+    client_id: str | None,
+    subject: str | None,
+    token_id: str | None,
+) -> None:
+    """A refused credential: what it claimed to be (unverified) and why; never the token."""
+    if not audit_log.isEnabledFor(logging.INFO):
+        return
+    event = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "event": "auth_failure",
+        "reason": reason,
+        "status": status,
+        "issuer": issuer,
+        "client_id": client_id,
+        "subject": subject,
+        "token_id": token_id,
+    }
+    audit_log.info(json.dumps(event, separators=(",", ":")))

@@ -20,7 +20,8 @@ class IdentityError(Exception):
 class Principal:
     role: str
     claims: Mapping[str, Any]
-    scopes: frozenset[str] = frozenset()
+    # None: not narrowed by the scope matrix (the local user); else the token's scopes.
+    scopes: frozenset[str] | None = None
     client_id: str | None = None
     claims_json: str = field(init=False)
 
@@ -79,10 +80,22 @@ def principal_from_settings(settings: Settings) -> Principal:
             raise IdentityError(
                 f"the token has no '{settings.jwt.role_claim}' claim naming the Postgres role"
             )
-        return Principal(role=role, claims=claims)
+        return Principal(role=role, claims=claims, scopes=_local_scopes(settings, claims))
     if not settings.role:
         raise IdentityError(
             "no identity: set ROWGATE_ROLE (and ROWGATE_CLAIMS) or ROWGATE_TOKEN; rowgate never "
             "falls back to the connection's own role"
         )
-    return Principal(role=settings.role, claims=settings.claims)
+    return Principal(
+        role=settings.role, claims=settings.claims, scopes=_local_scopes(settings, None)
+    )
+
+
+def _local_scopes(settings: Settings, claims: dict[str, Any] | None) -> frozenset[str] | None:
+    """The stdio user's scopes: its token's, else the configured ones, else not narrowed."""
+    scope = (claims or {}).get("scope", (claims or {}).get("scp"))
+    if isinstance(scope, str):
+        return frozenset(scope.split())
+    if isinstance(scope, list):
+        return frozenset(str(s) for s in scope)
+    return None if settings.local_scopes is None else frozenset(settings.local_scopes)

@@ -158,6 +158,17 @@ class Policy:
         return access
 
     async def table(self, principal: Principal, name: str, operation: Operation) -> TableAccess:
+        access = await self.resolve(principal, name)
+        if operation not in access.operations:
+            raise RowgateError(
+                "operation_not_allowed",
+                f"you may not {operation} on {access.table.qualified}; "
+                f"allowed: {', '.join(access.operations)}.",
+            )
+        return access
+
+    async def resolve(self, principal: Principal, name: str) -> TableAccess:
+        """The table a caller's name means (qualified, or bare when unambiguous)."""
         tables = await self.tables(principal)
         access = tables.get(name) or tables.get(name.lower())
         if access is None and "." not in name:
@@ -170,12 +181,6 @@ class Policy:
             choices = list(tables) + [a.table.name for a in tables.values()]
             raise RowgateError(
                 "unknown_table", f"unknown table {name!r}.{did_you_mean(name, choices)}"
-            )
-        if operation not in access.operations:
-            raise RowgateError(
-                "operation_not_allowed",
-                f"you may not {operation} on {access.table.qualified}; "
-                f"allowed: {', '.join(access.operations)}.",
             )
         return access
 

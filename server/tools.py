@@ -20,6 +20,7 @@ from schemas.tools import (
     InsertRowsRequest,
     ListTablesRequest,
     ListTablesResult,
+    Operation,
     Request,
     Result,
     SelectRowsRequest,
@@ -52,23 +53,35 @@ def _summary(text: str | None) -> str | None:
 
 async def list_tables(rg: Rowgate, req: ListTablesRequest, who: Principal) -> ListTablesResult:
     tables = await rg.policy.tables(who)
-    return ListTablesResult(
-        tables=[
-            TableInfo(name=name, description=_summary(a.description), operations=list(a.operations))
-            for name, a in sorted(tables.items())
-        ]
-    )
+    listing = []
+    for name, access in sorted(tables.items()):
+        operations = _permitted(rg, who, name, access.operations)
+        if operations:
+            listing.append(
+                TableInfo(
+                    name=name, description=_summary(access.description), operations=operations
+                )
+            )
+    return ListTablesResult(tables=listing)
+
+
+def _permitted(
+    rg: Rowgate, who: Principal, table: str, operations: tuple[Operation, ...]
+) -> list[Operation]:
+    """The operations the caller's scopes leave on a table (Postgres allowed them all)."""
+    return [op for op in operations if rg.permissions.covers(who, f"{op}_rows", table)]
 
 
 async def describe_table(
     rg: Rowgate, req: DescribeTableRequest, who: Principal
 ) -> DescribeTableResult:
     access = await rg.policy.table(who, req.table, "select")
+    operations = _permitted(rg, who, access.table.qualified, access.operations)
     columns = []
     for name in access.selectable:
         column = access.table.columns[name]
-        insertable = "insert" in access.operations and name in access.insertable
-        updatable = "update" in access.operations and name in access.updatable
+        insertable = "insert" in operations and name in access.insertable
+        updatable = "update" in operations and name in access.updatable
         columns.append(
             ColumnInfo(
                 name=name,
@@ -84,7 +97,7 @@ async def describe_table(
     return DescribeTableResult(
         name=access.table.qualified,
         description=access.description,
-        operations=list(access.operations),
+        operations=operations,
         primary_key=list(access.visible_primary_key),
         columns=columns,
     )
