@@ -22,6 +22,7 @@ from server.scopes import Permissions
 from server.tools import TOOLS
 
 log = logging.getLogger("rowgate")
+READY_TIMEOUT_S = 2.0
 
 _MIGRATED_SQL = (
     "SELECT to_regprocedure('rowgate.idempotency_begin(text, text, interval)') IS NOT NULL"
@@ -86,6 +87,15 @@ class Rowgate:
 
     async def close(self) -> None:
         await self.db.close()
+
+    async def ready(self) -> bool:
+        """The database answers and the catalog is loaded (for a load balancer's probe)."""
+        try:
+            async with self.db.pool.acquire(timeout=READY_TIMEOUT_S) as conn:
+                await conn.fetchval("SELECT 1", timeout=READY_TIMEOUT_S)
+        except (*DATABASE_FAILURES, TimeoutError):
+            return False
+        return bool(self.policy.catalog.tables)
 
     async def call(self, tool: str, arguments: Mapping[str, Any], who: Principal) -> Result:
         started = time.perf_counter()

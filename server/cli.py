@@ -68,6 +68,16 @@ class _Target:
         self.embedded: EmbeddedPostgres | None = None
         self.demo_user: DemoUser | None = getattr(args, "user", None) and _demo_user(args.user)
         overrides: dict[str, Any] = {}
+        http = {
+            key: value
+            for key, value in (
+                ("host", getattr(args, "host", None)),
+                ("port", getattr(args, "port", None)),
+            )
+            if value is not None
+        }
+        if http:
+            overrides["http"] = http
         if self.demo_user is not None:
             self.embedded = _embedded()
             overrides["database_url"] = self.embedded.dsn("authenticator", DEMO_DATABASE)
@@ -111,6 +121,112 @@ async def _serve(target: _Target) -> None:
         await serve_stdio(rg, principal, version=_version())
     finally:
         await rg.close()
+
+
+async def _serve_http(target: _Target) -> None:
+    import uvicorn
+
+    from server.auth import TokenVerifier
+    from server.http import HttpApp, HttpConfigError, is_loopback, resource_url_for
+
+    settings = target.settings
+    http = settings.http
+    await target.prepare()
+    rg = await Rowgate.start(settings)
+    try:
+        extra_routes = None
+        local_principal = None
+        verifier = None
+        resource_url = resource_url_for(http, http.port)
+        if target.demo_user is not None:
+            if not is_loopback(http.host):
+                raise HttpConfigError(
+                    "the demo's development authorization server is loopback-only"
+                )
+            authority = _dev_authority(target, resource_url)
+            extra_routes = authority.routes()
+            auth = settings.auth.model_copy(
+                update={
+                    "issuer": authority.issuer,
+                    "allowed_roles": sorted({u.principal.role for u in demo_users().values()}),
+                }
+            )
+            verifier = TokenVerifier(auth, resource_url)
+            _http_banner(target, resource_url, authority)
+        elif settings.auth.disabled:
+            local_principal = target.principal()
+            await rg.policy.tables(local_principal)
+            _say(
+                f"rowgate: HTTP WITHOUT AUTH on {resource_url}: "
+                f"every caller is {local_principal.label}"
+            )
+        else:
+            try:
+                verifier = TokenVerifier(settings.auth, resource_url)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+            _say(f"rowgate {_version()}: serving MCP at {resource_url} (issuer {verifier.issuer})")
+        app = HttpApp(
+            rg,
+            http,
+            port=http.port,
+            verifier=verifier,
+            local_principal=local_principal,
+            version=_version(),
+            extra_routes=extra_routes,
+        )
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=http.host,
+                port=http.port,
+                lifespan="on",
+                log_config=None,
+                access_log=False,
+                server_header=False,
+                timeout_graceful_shutdown=int(http.shutdown_grace_seconds) or None,
+                timeout_keep_alive=15,
+            )
+        )
+        await server.serve()
+    except HttpConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    finally:
+        await rg.close()
+
+
+def _dev_authority(target: _Target, resource_url: str) -> Any:
+    from server.devauth import DevAuthority
+
+    assert target.embedded is not None
+    base = resource_url.rsplit("/mcp", 1)[0]
+    return DevAuthority(
+        base,
+        resource_url,
+        demo_users(),
+        list(target.settings.scopes),
+        target.embedded.data_root / "dev-auth-key.pem",
+    )
+
+
+def _http_banner(target: _Target, resource_url: str, authority: Any) -> None:
+    user = target.demo_user
+    assert user is not None
+    token = authority.token(user.name)
+    _say(
+        f"rowgate {_version()}: serving the demo database over Streamable HTTP at {resource_url}\n"
+        f"Development authorization server (loopback only): {authority.issuer}\n\n"
+        f"A token for {user.name} ({user.description}), valid 8 hours:\n{token}\n\n"
+        "A token for another demo user (alice, bob, carol, dave):\n"
+        "  curl -s -d grant_type=client_credentials -d client_id=bob "
+        f"{authority.token_endpoint}\n\n"
+        "MCP Inspector:  npx @modelcontextprotocol/inspector --cli "
+        f'{resource_url} --transport http --header "Authorization: Bearer $TOKEN" '
+        "--method tools/list\n"
+        "Claude Code:    claude mcp add --transport http rowgate "
+        f'{resource_url} --header "Authorization: Bearer $TOKEN"\n\n'
+        "Ctrl-C to stop."
+    )
 
 
 def _exit_on_signals(target: _Target) -> None:
@@ -228,12 +344,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="serve MCP over stdio (settings from env/.env/config)")
+    serve = sub.add_parser("serve", help="serve MCP over stdio or HTTP (settings: env/.env/config)")
     serve.add_argument("--config", type=Path, help="TOML config file (or ROWGATE_CONFIG)")
-    serve.add_argument("--transport", choices=["stdio"], default="stdio")
+    _transport_flags(serve)
 
     demo = sub.add_parser("demo", help="embedded PostgreSQL + demo data, served as a demo user")
     demo.add_argument("--user", default="alice", help="demo user (alice, bob, carol, dave)")
+    _transport_flags(demo)
 
     migrate = sub.add_parser("migrate", help="apply rowgate's own migrations (never demo data)")
     migrate.add_argument(
@@ -252,6 +369,12 @@ def _parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="manage the embedded PostgreSQL")
     db.add_argument("action", choices=["start", "stop", "status", "url"])
     return parser
+
+
+def _transport_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--transport", choices=["stdio", "http"], default="stdio")
+    parser.add_argument("--host", help="HTTP: address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="HTTP: port (default 8080)")
 
 
 def _configure_logging(verbose: bool, *, audit_on: bool) -> None:
@@ -290,7 +413,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "call":
                 arguments = _parse_tool_args(args.arguments, args.raw_json)
                 return asyncio.run(_call(target, args.tool, arguments, args.json))
-            asyncio.run(_serve(target))
+            if getattr(args, "transport", "stdio") == "http":
+                asyncio.run(_serve_http(target))
+            else:
+                asyncio.run(_serve(target))
             return 0
     except KeyboardInterrupt:
         return 130

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 import mcp_types as types
@@ -12,6 +13,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 
+from schemas.tools import Result
 from server.app import Rowgate
 from server.errors import RowgateError
 from server.identity import Principal
@@ -43,29 +45,51 @@ def tool_definition(spec: ToolSpec) -> types.Tool:
     )
 
 
+@cache
+def tool_definitions() -> dict[str, types.Tool]:
+    return {name: tool_definition(spec) for name, spec in TOOLS.items()}
+
+
+def call_result(outcome: Result | RowgateError) -> dict[str, Any]:
+    """A tools/call result as JSON: the structured result with a text copy, or a tool error
+    that says what to change. Every transport answers with exactly this."""
+    if isinstance(outcome, RowgateError):
+        text = f"Error [{outcome.code}]: {outcome.message}"
+        return {"content": [{"type": "text", "text": text}], "isError": True}
+    data = outcome.model_dump(mode="json")
+    return {
+        "content": [{"type": "text", "text": json.dumps(data, separators=(",", ":"))}],
+        "structuredContent": data,
+        "isError": False,
+    }
+
+
 def build_server(rg: Rowgate, principal_for: PrincipalSource, *, version: str) -> Server[Any]:
-    listing = types.ListToolsResult(tools=[tool_definition(spec) for spec in TOOLS.values()])
+    listings: dict[frozenset[str] | None, types.ListToolsResult] = {}
 
     async def list_tools(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
+        who = principal_for(ctx)
+        listing = listings.get(who.scopes)
+        if listing is None:
+            definitions = tool_definitions()
+            names = rg.permissions.tools(who, TOOLS)
+            listing = types.ListToolsResult(tools=[definitions[name] for name in names])
+            if len(listings) < 1024:
+                listings[who.scopes] = listing
         return listing
 
     async def call_tool(
         ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
         try:
-            result = await rg.call(params.name, params.arguments or {}, principal_for(ctx))
-        except RowgateError as exc:
-            return types.CallToolResult(
-                content=[types.TextContent(text=f"Error [{exc.code}]: {exc.message}")],
-                is_error=True,
+            outcome: Result | RowgateError = await rg.call(
+                params.name, params.arguments or {}, principal_for(ctx)
             )
-        data = result.model_dump(mode="json")
-        return types.CallToolResult(
-            content=[types.TextContent(text=json.dumps(data, separators=(",", ":")))],
-            structured_content=data,
-        )
+        except RowgateError as exc:
+            outcome = exc
+        return types.CallToolResult.model_validate(call_result(outcome))
 
     return Server(
         "rowgate",
