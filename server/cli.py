@@ -137,6 +137,11 @@ async def _serve_http(target: _Target) -> None:
         extra_routes = None
         local_principal = None
         verifier = None
+        if settings.auth.disabled and not is_loopback(http.host):
+            raise HttpConfigError(
+                "ROWGATE_AUTH_DISABLED serves every caller as one user: it only binds loopback "
+                f"(127.0.0.1, ::1), not {http.host}"
+            )
         resource_url = resource_url_for(http, http.port)
         if target.demo_user is not None:
             if not is_loopback(http.host):

@@ -122,10 +122,7 @@ class HttpApp:
         if verifier is None and local_principal is None:
             raise HttpConfigError("HTTP needs a token verifier or, without auth, a local user")
         if verifier is None and not is_loopback(settings.host):
-            raise HttpConfigError(
-                "ROWGATE_AUTH_DISABLED serves every caller as one user: it only binds loopback "
-                f"(127.0.0.1, ::1), not {settings.host}"
-            )
+            raise HttpConfigError(f"without auth, HTTP only binds loopback, not {settings.host}")
         self.rg = rg
         self.settings = settings
         self.verifier = verifier
@@ -203,10 +200,13 @@ class HttpApp:
         except AuthError as exc:
             await self._challenge(exc).send(send)
             return
-        method = scope["method"]
-        if method != "POST":
-            scope[PRINCIPAL_KEY] = who
-            await self._sdk.handle_request(scope, receive, send)
+        if scope["method"] != "POST":
+            # Stateless: no standalone SSE stream to GET and no session to DELETE.
+            await _Answer.json(
+                405,
+                {"error": "method_not_allowed", "error_description": "this server takes POST"},
+                [(b"allow", b"POST")],
+            ).send(send)
             return
         try:
             body = await self._body(headers, receive)
