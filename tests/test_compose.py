@@ -11,6 +11,7 @@ is skipped, saying why, where its tool is missing."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -38,6 +39,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from server.config import ENV_VARIABLES, load_settings
 from server.demo import with_user_and_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -412,6 +414,40 @@ def test_every_variable_is_documented_and_the_test_profile_can_load_the_file() -
     assert not missing, f"deploy/test-profile.env lacks {missing}"
 
 
+def interpolate(value: str, variables: dict[str, str]) -> str:
+    """Compose's ${VAR}, ${VAR:-default} and ${VAR:?message}, for the forms used here."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name, operator, argument = match[1], match[2], match[3]
+        found = variables.get(name, "")
+        if operator == "?" and not found:
+            raise LookupError(f"{name}: {argument}")
+        return found or (argument if operator == "-" else "")
+
+    return re.sub(r"(?<!\$)\$\{(\w+)(?::([?-])([^}]*))?\}", substitute, value)
+
+
+def test_the_replica_environment_is_what_rowgate_reads(tmp_path: Path) -> None:
+    """Every variable passed to a replica is one rowgate reads, and with the placeholder
+    values the replicas' settings load and mean what the compose file intends."""
+    placeholders = env_file(TEST_PROFILE_ENV)
+    for name in REPLICAS:
+        env = service(name)["environment"]
+        unknown = set(env) - set(ENV_VARIABLES)
+        assert not unknown, f"{name}: rowgate reads no {unknown}"
+        values = {k: interpolate(v, placeholders) for k, v in env.items() if v is not None}
+        settings = load_settings(environ=values, dotenv_path=tmp_path / "no.env")
+        assert settings.http.resource_url == placeholders["ROWGATE_RESOURCE_URL"]
+        assert settings.auth.issuer == placeholders["ROWGATE_AUTH_ISSUER"]
+        assert settings.auth.allowed_roles == ["authenticated"]
+        assert settings.auth.role_claim == "role"
+        assert settings.transaction_pooler is False
+        password = placeholders["AUTHENTICATOR_PASSWORD"]
+        assert settings.database_url == f"postgresql://authenticator:{password}@postgres:5432/app"
+    with pytest.raises(LookupError, match="ROWGATE_AUTH_ISSUER"):
+        interpolate(service("rowgate-1")["environment"]["ROWGATE_AUTH_ISSUER"], {})
+
+
 def test_secrets_stay_out_of_git_and_the_image() -> None:
     assert ".env" in (ROOT / ".gitignore").read_text(encoding="utf-8").split()
     assert excluded_from_context(".env")
@@ -756,10 +792,9 @@ class _Replica(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        try:
+        # A health check may read the status line and hang up.
+        with contextlib.suppress(ConnectionResetError):
             self.wfile.write(body)
-        except ConnectionResetError:  # a health check that read the status line and left
-            pass
 
 
 def _free_port() -> int:
