@@ -24,10 +24,16 @@ COMMAND_TIMEOUT_MARGIN_S = 5.0
 
 
 def sql_literal(text: str) -> str:
-    """A string literal; safe because every connection enforces standard_conforming_strings."""
+    """A string literal that reads back as `text` whatever standard_conforming_strings is.
+
+    An escape string (E'...') with every backslash and quote doubled: a pooled server
+    connection may carry another client's `standard_conforming_strings = off`, and a
+    simple-query message is lexed as a whole before any statement in it runs, so a SET in
+    the same message could not protect a plain '...' literal.
+    """
     if "\x00" in text:
         raise RowgateError("invalid_request", "NUL characters are not allowed")
-    return "'" + text.replace("'", "''") + "'"
+    return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 class Database:
