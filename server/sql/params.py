@@ -171,7 +171,11 @@ class ParamBinder:
             # A savepoint: a failed prepare must not abort the caller's transaction.
             await conn.execute("SAVEPOINT rowgate_prepare")
             try:
-                statement = await conn.prepare(_read_as(sql, as_text))
+                # Unnamed: only its parameter types are wanted, and an unnamed statement is
+                # gone at the next Parse. A named one would stay on the server connection
+                # until asyncpg closes it later, maybe outside any transaction, which behind
+                # a transaction pooler reaches another server connection.
+                statement = await conn.prepare(_read_as(sql, as_text), name="")
                 await conn.execute("RELEASE SAVEPOINT rowgate_prepare")
                 break
             except asyncpg.IndeterminateDatatypeError as exc:
