@@ -166,6 +166,7 @@ class TokenVerifier:
         self._metadata: dict[str, Any] | None = None
         self._metadata_lock = asyncio.Lock()
         self._verified: OrderedDict[str, _Verified] = OrderedDict()
+        self._supabase: Any = None
 
     @property
     def authorization_servers(self) -> list[str]:
@@ -326,13 +327,10 @@ class TokenVerifier:
             raise AuthError(
                 "legacy HS256 tokens need ROWGATE_SUPABASE_JWT_SECRET or ROWGATE_SUPABASE_KEY"
             )
-        from supabase import acreate_client
-
-        assert settings.supabase_url is not None
         try:
-            client = await acreate_client(settings.supabase_url, settings.supabase_key)
+            client = await self._supabase_client(settings.supabase_key)
             answer = await client.auth.get_user(token)
-        except Exception:
+        except Exception:  # the client raises its own error types for a refused token
             raise AuthError("Supabase Auth did not accept the token") from None
         if answer is None or answer.user is None:
             raise AuthError("Supabase Auth did not accept the token")
@@ -342,6 +340,14 @@ class TokenVerifier:
         if str(claims.get("sub")) != str(answer.user.id):
             raise AuthError("Supabase Auth answered for another user")
         return claims
+
+    async def _supabase_client(self, key: str) -> Any:
+        if self._supabase is None:
+            from supabase import acreate_client
+
+            assert self.settings.supabase_url is not None
+            self._supabase = await acreate_client(self.settings.supabase_url, key)
+        return self._supabase
 
     def _decode_checks(self, claims: Mapping[str, Any]) -> None:
         skew = self.settings.clock_skew_seconds
