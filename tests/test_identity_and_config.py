@@ -224,3 +224,12 @@ def test_bad_http_and_auth_settings_name_what_to_fix(
 def test_missing_config_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_settings(environ={"ROWGATE_CONFIG": str(tmp_path / "nope.toml")})
+
+
+def test_stdio_user_scopes_come_from_the_token_or_the_config() -> None:
+    plain = Settings(role="authenticated")
+    assert principal_from_settings(plain).scopes is None  # not narrowed
+    configured = Settings(role="authenticated", local_scopes=["db:read"])
+    assert principal_from_settings(configured).scopes == frozenset({"db:read"})
+    scoped = settings_with(token(scope="db:read db:write"))
+    assert principal_from_settings(scoped).scopes == frozenset({"db:read", "db:write"})
