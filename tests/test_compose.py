@@ -36,6 +36,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import yaml
 
@@ -936,3 +937,102 @@ def test_the_balancer_sends_around_a_replica_that_is_gone(balancer: _Balancer) -
     answered = {balancer.post("localhost:8080", {})["replica"] for _ in range(4)}
     assert answered == {"rowgate-1"}
     assert balancer.get("/lb-healthz", balancer.health_port) == 200
+
+
+# --- the stack without Docker: real replicas with the compose environment, behind haproxy.cfg ---
+
+
+def demo_migrations(directory: Path) -> Path:
+    """deploy/migrations/ as deploy/migrations/README.md fills it to try the demo."""
+    directory.mkdir()
+    for path in (
+        ROOT / "migrations" / "demo" / "0001_schema.sql",
+        ROOT / "migrations" / "demo" / "0002_seed.sql",
+        *sorted((ROOT / "rls_policies").glob("*.sql")),
+    ):
+        shutil.copy2(path, directory / path.name)
+    return directory
+
+
+def test_the_stack_serves_through_the_balancer(
+    deploy_db: str, admin_dsn: str, tmp_path: Path
+) -> None:
+    """postgres -> `rowgate migrate` (the fixture) -> app-migrate.sh -> two `rowgate serve`
+    replicas with the compose file's environment -> deploy/haproxy.cfg. The client reaches
+    ROWGATE_RESOURCE_URL's host; an unknown Host is refused through the balancer too."""
+    if shutil.which("haproxy") is None:
+        pytest.skip("haproxy is not installed: deploy/haproxy.cfg not run")
+    from tests.rowgate_http import RowgateHttp
+
+    migrated = app_migrate(deploy_db, demo_migrations(tmp_path / "migrations"), "pw")
+    assert migrated.returncode == 0, migrated.stderr
+
+    placeholders = env_file(TEST_PROFILE_ENV)
+    # Any issuer will do (no token is verified here); a closed loopback port, never the network.
+    placeholders["ROWGATE_AUTH_ISSUER"] = f"http://127.0.0.1:{_free_port()}/issuer"
+    env = {
+        k: interpolate(v, placeholders)
+        for k, v in service("rowgate-1")["environment"].items()
+        if v is not None
+    }
+    # The compose network's `postgres` host is this test's database.
+    database = urlsplit(deploy_db).path.lstrip("/")
+    env["DATABASE_URL"] = with_user_and_database(admin_dsn, "authenticator", database)
+
+    with RowgateHttp(env) as first, RowgateHttp(env) as second:
+        cfg = HAPROXY_CFG.read_text(encoding="utf-8")
+        for name, replica in zip(REPLICAS, (first, second), strict=True):
+            cfg = _replace_once(cfg, f" {name}:8080", f" 127.0.0.1:{replica.port}")
+        port, health_port = _free_port(), _free_port()
+        cfg = _replace_once(cfg, "bind :8080", f"bind 127.0.0.1:{port}")
+        cfg = _replace_once(cfg, "bind :8404", f"bind 127.0.0.1:{health_port}")
+        (tmp_path / "haproxy.cfg").write_text(cfg)
+        haproxy = subprocess.Popen(
+            ["haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            _wait_for(f"http://127.0.0.1:{health_port}/lb-healthz")
+            resource = placeholders["ROWGATE_RESOURCE_URL"]
+            host = urlsplit(resource).netloc
+            lb = f"http://127.0.0.1:{port}"
+
+            assert _request(f"{lb}/readyz", host)[0] == 200
+            status, headers, body = _request(f"{lb}/.well-known/oauth-protected-resource/mcp", host)
+            assert status == 200
+            assert json.loads(body)["resource"] == resource
+            ping = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
+            status, headers, _ = _request(f"{lb}/mcp", host, ping)
+            assert status == 401
+            assert f'resource_metadata="{lb_origin(resource)}/.well-known/' in headers.get(
+                "www-authenticate", ""
+            )
+            assert _request(f"{lb}/mcp", "evil.example", ping)[0] == 421
+        finally:
+            haproxy.terminate()
+            haproxy.wait(timeout=10)
+
+
+def lb_origin(resource: str) -> str:
+    parts = urlsplit(resource)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _request(url: str, host: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    headers = {"Host": host, "Accept": "application/json, text/event-stream"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    method = "GET" if body is None else "POST"
+    response = httpx.request(method, url, headers=headers, content=body, timeout=10)
+    return response.status_code, dict(response.headers), response.content
+
+
+def _wait_for(url: str) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if _request(url, "localhost")[0] == 200:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"{url} never answered 200")
