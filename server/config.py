@@ -126,7 +126,8 @@ class _NestedEnvironment(EnvSettingsSource):
         super().__init__(settings_cls)
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
-        return {k.lower(): v for k, v in self._variables.items()}
+        # A flat name (ROWGATE_SCHEMAS=a,b) is parsed by its own rule, not as JSON here.
+        return {k.lower(): v for k, v in self._variables.items() if k.upper() not in _FLAT}
 
 
 class _FlatEnvironment(PydanticBaseSettingsSource):

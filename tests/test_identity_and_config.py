@@ -193,6 +193,8 @@ def test_nested_names_http_auth_and_scopes_from_every_source(tmp_path: Path) -> 
             "ROWGATE_AUTH__CLOCK_SKEW_SECONDS": "5",
             "ROWGATE_ALLOWED_HOSTS": "data.example.com, data.example.com:443",
             "ROWGATE_SUPABASE_CLIENT_IDS": "a,b",
+            "ROWGATE_SCHEMAS": "public,sales",
+            "ROWGATE_CLAIMS": '{"sub": "x"}',
         },
     )
     assert settings.limits.max_limit == 70 and settings.auth.clock_skew_seconds == 5
@@ -203,6 +205,7 @@ def test_nested_names_http_auth_and_scopes_from_every_source(tmp_path: Path) -> 
     assert settings.auth.supabase_client_ids == ["a", "b"]
     assert settings.scopes["crm:read"].tables == ["customers"]
     assert "db:read" not in settings.scopes  # a configured matrix replaces the default one
+    assert settings.schemas == ["public", "sales"] and settings.claims == {"sub": "x"}
 
 
 @pytest.mark.parametrize(
