@@ -64,8 +64,12 @@ def _text(name: str, value: str) -> str:
     return value
 
 
-def _number(name: str, value: str) -> str:
-    return value.strip()  # pydantic converts it and names the field if it is not a number
+def _number(name: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    return int(number) if number.is_integer() else number
 
 
 Parser = Callable[[str, str], Any]

@@ -211,7 +211,8 @@ def test_nested_names_http_auth_and_scopes_from_every_source(tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
-        ({"ROWGATE_HTTP_PORT": "eighty"}, "http.port"),
+        ({"ROWGATE_HTTP_PORT": "eighty"}, "ROWGATE_HTTP_PORT must be a number"),
+        ({"ROWGATE_HTTP_PORT": "70000"}, "http.port"),
         ({"ROWGATE_AUTH__CLOCK_SKEW_SECONDS": "9999"}, "auth.clock_skew_seconds"),
         ({"ROWGATE_SCOPES": '{"db:read": {"tools": ["drop_table"]}}'}, "scopes.db:read.tools"),
         ({"ROWGATE_AUTH_DISABLED": "perhaps"}, "ROWGATE_AUTH_DISABLED must be true or false"),
