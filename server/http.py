@@ -28,6 +28,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import Message, Receive, Scope, Send
 
 from schemas.config import HttpSettings
+from server import audit
 from server.app import Rowgate
 from server.auth import AuthError, TokenVerifier
 from server.errors import RowgateError
@@ -244,7 +245,10 @@ class HttpApp:
         authorization = headers.get(b"authorization", b"").decode("latin-1")
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise AuthError("a bearer token is required", error="")
+            reason = "a bearer token is required"
+            audit.auth_failure(reason=reason, status=401, issuer=None, client_id=None,
+                               subject=None, token_id=None)  # fmt: skip
+            raise AuthError(reason, error="")
         return await self.verifier.principal(token.strip())
 
     def _challenge(self, exc: AuthError) -> _Answer:
