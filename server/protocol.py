@@ -91,12 +91,33 @@ def build_server(rg: Rowgate, principal_for: PrincipalSource, *, version: str) -
             outcome = exc
         return types.CallToolResult.model_validate(call_result(outcome))
 
+    # rowgate offers no resources or prompts, but declares both with empty lists: many
+    # clients (and the MCP conformance suite) ask for them whatever the capabilities say,
+    # and an empty list reads better for them than -32601 Method not found.
+    async def list_resources(
+        ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        return types.ListResourcesResult(resources=[])
+
+    async def list_resource_templates(
+        ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        return types.ListResourceTemplatesResult(resource_templates=[])
+
+    async def list_prompts(
+        ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListPromptsResult:
+        return types.ListPromptsResult(prompts=[])
+
     return Server(
         "rowgate",
         version=version,
         instructions=INSTRUCTIONS,
         on_list_tools=list_tools,
         on_call_tool=call_tool,
+        on_list_resources=list_resources,
+        on_list_resource_templates=list_resource_templates,
+        on_list_prompts=list_prompts,
     )
 
 
