@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -79,13 +80,9 @@ def exchange(report: dict[str, Any], rpc: str) -> dict[str, Any]:
 
 
 def challenge_params(header: str) -> dict[str, str]:
-    """The auth-params of a `Bearer k="v", ...` challenge (values without commas here)."""
+    """The auth-params of a `Bearer k="v", ...` challenge (rowgate quotes every value)."""
     assert header.startswith("Bearer "), header
-    params = {}
-    for part in header.removeprefix("Bearer ").split(", "):
-        name, _, value = part.partition("=")
-        params[name.strip()] = value.strip().strip('"')
-    return params
+    return dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', header))
 
 
 # --- the TypeScript SDK client with bearer tokens -------------------------------------------
