@@ -34,8 +34,10 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+# Point lookup and 50-row list: raw asyncpg, role tx, rowgate in-process, stdio and Streamable
+# HTTP (bearer token per call; 1 and 8 sessions). More calls: make bench BENCH_ARGS="--calls 5000"
 bench: $(STAMP)
-	$(BIN)/python -m bench.select_rows
+	$(BIN)/python -m bench.select_rows $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

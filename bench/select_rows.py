@@ -1,17 +1,35 @@
-"""Per-call latency of select_rows, against the floor under it.
+"""Per-call latency of select_rows, against the floor under it, in-process, over stdio and
+over Streamable HTTP with a bearer token verified on every call.
 
-    python -m bench.select_rows [--calls N] [--warmup N] [--rounds N] [--profile]
+    python -m bench.select_rows [--calls N] [--http-calls N] [--warmup N] [--rounds N]
+                                [--sessions N] [--no-mcp-client] [--profile]
 
-Two workloads (a point lookup by id, a 50-row list), each over four paths, all sequential
-(one call in flight); the paths of a workload are measured interleaved, in rounds:
+Two workloads (a point lookup by id, a 50-row list), each over these paths; the paths of a
+workload are measured interleaved, in rounds, so a noisy neighbour slows all paths alike:
 
-  raw asyncpg     the plain SELECT with bind parameters on one admin connection (no RLS;
+  raw asyncpg     the plain SELECT with bind parameters on an admin connection (no RLS;
                   the list adds the org filter RLS would add, so both return the same rows)
-  role tx         on one `authenticator` connection: BEGIN + set_config(role, claims) in one
+  role tx         on an `authenticator` connection: BEGIN + set_config(role, claims) in one
                   message, the same SELECT (RLS applies), COMMIT: the minimum any per-user
                   server must do
-  rowgate         Rowgate.call("select_rows", ...) in-process, pool of one connection
-  rowgate stdio   a real MCP client driving `python -m server serve` over stdio
+  rowgate in-process   Rowgate.call("select_rows", ...), pool of one connection
+  rowgate stdio        a real MCP client driving `python -m server serve` over stdio
+  rowgate http         a real `python -m server serve --transport http` process, trusting a
+                       local issuer (bench/issuer.py: RFC 8414 metadata + JWKS, ES256); the
+                       client writes HTTP/1.1 by hand (bench/http_server.py: the cheapest
+                       client, so the latency is mostly the server's), POSTing JSON-RPC
+                       tools/call with a bearer token: every call is authenticated (a token
+                       seen before is a cache hit in the verifier, as in production)
+  rowgate http, new token/call   a different token on every call: the full ES256
+                       signature check, every time
+  rowgate http, httpx2 client    the same call through httpx2.AsyncClient
+  rowgate http, mcp.Client ...   the real MCP Python client over Streamable HTTP, handshake
+                       (legacy: 2025-11-25) and stateless (auto: 2026-07-28) modes
+
+raw asyncpg, role tx and rowgate http also run with --sessions (default 8) connections /
+client sessions at once: throughput in calls/s, and latency under that load. The server's
+CPU per call (all its threads, from /proc) is reported for the stdio and HTTP servers; the
+client CPU column is this process' main thread (for in-process, that is rowgate itself).
 
 Uses the embedded PostgreSQL (ROWGATE_EMBEDDED_DIR, else the default data dir), or the
 server behind BENCH_DATABASE_URL (an admin DSN), with the demo database as demo user bob.
@@ -27,20 +45,33 @@ import logging
 import os
 import pstats
 import random
+import signal
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 from urllib.parse import urlsplit
 
 import asyncpg
+import httpx2
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
 
+from bench.http_server import (
+    JsonRpcClient,
+    RawHttpClient,
+    ServerProcess,
+    child_pids,
+    cmdline,
+    cpu_seconds,
+)
+from bench.issuer import DocumentServer, SigningKey, serve_documents
 from schemas.config import Settings
 from server.app import Rowgate
 from server.db import sql_literal
@@ -53,8 +84,12 @@ COLUMNS = "id, org_id, customer_id, created_by, status, total, created_at, note"
 LIST_LIMIT = 50
 DB_CALLS = 2000
 STDIO_CALLS = 1000
+HTTP_CALLS = 1000
+MCP_CLIENT_CALLS = 300
 WARMUP = 200
 ROUNDS = 10
+SESSIONS = 8
+HTTP_SCOPE = "db:read"
 
 # One call of a path: the call's index in, anything out (checked on the first call only).
 CallFn = Callable[[int], Awaitable[Any]]
@@ -75,10 +110,13 @@ class Workload:
 class Measurement:
     workload: str
     path: str
+    sessions: int
     calls: int
     median_us: float
     p95_us: float
     per_second: float
+    server_cpu_us: float | None  # per call, the server process (stdio, HTTP)
+    client_cpu_us: float  # per call, this process' main thread
 
 
 def _workloads(ids: list[int], org_id: Any) -> list[Workload]:
@@ -149,50 +187,79 @@ async def _visible(conn: asyncpg.Connection, principal: Principal) -> tuple[list
 
 
 def _count_rows(result: Any) -> int:
-    """Rows in whatever a path returned: a list of records, a Result, a CallToolResult."""
+    """Rows in whatever a path returned: records, a Result, a CallToolResult, JSON-RPC."""
     if isinstance(result, list):
         return len(result)
+    if isinstance(result, dict):  # a tools/call result as JSON (errors were raised already)
+        return int(result["structuredContent"]["row_count"])
     if hasattr(result, "is_error"):
         if result.is_error:
             text = " ".join(getattr(c, "text", "") for c in result.content)
-            raise SystemExit(f"tool call failed over stdio: {text}")
+            raise SystemExit(f"tool call failed over MCP: {text}")
         return int((result.structured_content or {})["row_count"])
     return int(result.row_count)
 
 
 @dataclass(frozen=True, slots=True)
 class BenchPath:
+    """One way to make the call; with several sessions, they share the calls of a round
+    (each takes the next index when it is free), so the round measures throughput too."""
+
     name: str
-    call: CallFn
+    sessions: tuple[CallFn, ...]
     calls: int
+    server_pid: int | None = None
+
+
+async def _drive(sessions: tuple[CallFn, ...], indices: range, samples: list[int]) -> None:
+    clock = time.perf_counter_ns
+    if len(sessions) == 1:
+        call = sessions[0]
+        for i in indices:
+            t0 = clock()
+            await call(i)
+            samples.append(clock() - t0)
+        return
+    pending = iter(indices)
+
+    async def worker(call: CallFn) -> None:
+        for i in pending:
+            t0 = clock()
+            await call(i)
+            samples.append(clock() - t0)
+
+    await asyncio.gather(*(worker(call) for call in sessions))
 
 
 async def _measure(
     workload: Workload, paths: list[BenchPath], *, warmup: int, rounds: int
 ) -> list[Measurement]:
-    """Warm every path up, then measure them round-robin in `rounds` chunks, so a noisy
-    neighbour slows all paths alike instead of whichever happened to run at the time."""
+    """Warm every path up, then measure them round-robin in `rounds` chunks."""
     for path in paths:
-        got = _count_rows(await path.call(0))
-        if got != workload.expected_rows:
-            raise SystemExit(
-                f"{workload.name} via {path.name}: {got} rows, not {workload.expected_rows}"
-            )
-        for i in range(1, warmup):
-            await path.call(i)
-    clock = time.perf_counter_ns
+        for call in path.sessions:
+            got = _count_rows(await call(0))
+            if got != workload.expected_rows:
+                raise SystemExit(
+                    f"{workload.name} via {path.name}: {got} rows, not {workload.expected_rows}"
+                )
+        await _drive(path.sessions, range(1, max(warmup, 2 * len(path.sessions))), [])
     samples: dict[str, list[int]] = {path.name: [] for path in paths}
     elapsed = dict.fromkeys(samples, 0)
+    server_cpu = dict.fromkeys(samples, 0.0)
+    client_cpu = dict.fromkeys(samples, 0.0)
     for r in range(rounds):
         for path in paths:
-            chunk = range(path.calls * r // rounds, path.calls * (r + 1) // rounds)
-            own = samples[path.name]
-            started = clock()
-            for i in chunk:
-                t0 = clock()
-                await path.call(warmup + i)
-                own.append(clock() - t0)
-            elapsed[path.name] += clock() - started
+            chunk = range(
+                warmup + path.calls * r // rounds, warmup + path.calls * (r + 1) // rounds
+            )
+            cpu0 = cpu_seconds(path.server_pid) if path.server_pid else 0.0
+            own0 = time.thread_time()
+            started = time.perf_counter_ns()
+            await _drive(path.sessions, chunk, samples[path.name])
+            elapsed[path.name] += time.perf_counter_ns() - started
+            client_cpu[path.name] += time.thread_time() - own0
+            if path.server_pid:
+                server_cpu[path.name] += cpu_seconds(path.server_pid) - cpu0
     results = []
     for path in paths:
         own = samples[path.name]
@@ -201,10 +268,13 @@ async def _measure(
             Measurement(
                 workload=workload.name,
                 path=path.name,
+                sessions=len(path.sessions),
                 calls=len(own),
                 median_us=statistics.median(own) / 1000,
                 p95_us=p95 / 1000,
                 per_second=len(own) / (elapsed[path.name] / 1e9),
+                server_cpu_us=server_cpu[path.name] * 1e6 / len(own) if path.server_pid else None,
+                client_cpu_us=client_cpu[path.name] * 1e6 / len(own),
             )
         )
     return results
@@ -230,6 +300,60 @@ def _stdio_client(login_dsn: str, principal: Principal, errlog: TextIO) -> Clien
     return Client(stdio_client(params, errlog=errlog))
 
 
+def _stdio_server_pid() -> int | None:
+    """The `python -m server serve` the stdio client spawned (a child of this process)."""
+    for pid in child_pids():
+        argv = cmdline(pid)
+        if argv[-3:] == ["-m", "server", "serve"]:
+            return pid
+    return None
+
+
+@dataclass
+class HttpRig:
+    """The HTTP side of a run: the issuer, the server process, a token for the user."""
+
+    issuer: DocumentServer
+    key: SigningKey
+    server: ServerProcess
+    who: Principal
+    token: str
+
+    def mint(self) -> str:
+        return self.key.token(
+            issuer=self.issuer.issuer,
+            audience=self.server.url,
+            claims=self.who.claims,
+            scope=HTTP_SCOPE,
+        )
+
+    def mcp_client(self, mode: Literal["legacy", "auto"]) -> Client:
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {self.token}"}, timeout=30.0)
+        transport = streamable_http_client(self.server.url, http_client=http)
+        return Client(transport, mode=mode, cache=None)
+
+
+async def _start_http(
+    stack: AsyncExitStack, login_dsn: str, who: Principal, *, profiled: str | None = None
+) -> HttpRig:
+    key = SigningKey()
+    issuer = serve_documents(key.jwks)
+    stack.callback(issuer.stop)
+    env = {
+        "DATABASE_URL": login_dsn,
+        "ROWGATE_AUTH_ISSUER": issuer.issuer,
+        "ROWGATE_AUTH_ALGORITHMS": "ES256",
+        "ROWGATE_AUTH_ALLOWED_ROLES": who.role,
+    }
+    prefix = ("-m", "bench.profiled_server", profiled) if profiled else ("-m", "server")
+    server = ServerProcess(env, prefix=prefix)
+    await asyncio.to_thread(server.start)
+    stack.callback(server.stop)
+    rig = HttpRig(issuer, key, server, who, "")
+    rig.token = rig.mint()
+    return rig
+
+
 async def run(admin_dsn: str, args: argparse.Namespace) -> list[Measurement]:
     await prepare_database(admin_dsn, DEMO_DATABASE, demo=True)
     admin_demo = with_user_and_database(admin_dsn, _user_of(admin_dsn), DEMO_DATABASE)
@@ -238,62 +362,176 @@ async def run(admin_dsn: str, args: argparse.Namespace) -> list[Measurement]:
     begin = _begin_as(bob)
     db_calls = args.calls or DB_CALLS
     stdio_calls = args.calls or STDIO_CALLS
+    http_calls = args.http_calls or args.calls or HTTP_CALLS
+    mcp_calls = args.mcp_calls or MCP_CLIENT_CALLS
+    n = args.sessions
 
     results: list[Measurement] = []
     async with AsyncExitStack() as stack:
-        raw_conn = await asyncpg.connect(admin_demo)
-        stack.push_async_callback(raw_conn.close)
-        role_conn = await asyncpg.connect(login_dsn)
-        stack.push_async_callback(role_conn.close)
+
+        async def connect(dsn: str) -> asyncpg.Connection:
+            conn = await asyncpg.connect(dsn)
+            stack.push_async_callback(conn.close)
+            return conn
+
+        raw_conns = [await connect(admin_demo) for _ in range(max(n, 1))]
+        role_conns = [await connect(login_dsn) for _ in range(max(n, 1))]
         settings = Settings(database_url=login_dsn, pool_min_size=1, pool_max_size=1)
         rg = await Rowgate.start(settings)
         stack.push_async_callback(rg.close)
         sink = stack.enter_context(_devnull())
-        client = await stack.enter_async_context(_stdio_client(login_dsn, bob, sink))
+        stdio = await stack.enter_async_context(_stdio_client(login_dsn, bob, sink))
+        stdio_pid = _stdio_server_pid()
+        http = await _start_http(stack, login_dsn, bob)
+        print(f"rowgate HTTP server: pid {http.server.pid} at {http.server.url}", file=sys.stderr)
+        rpcs = [RawHttpClient(http.server.url, http.token) for _ in range(max(n, 1))]
+        for rpc in rpcs:
+            stack.push_async_callback(rpc.aclose)
+        httpx_client = JsonRpcClient(http.server.url, http.token)
+        stack.push_async_callback(httpx_client.aclose)
+        mcp_clients: dict[str, Client] = {}
+        if not args.no_mcp_client:
+            modes: tuple[Literal["legacy", "auto"], ...] = ("legacy", "auto")
+            for mode in modes:
+                mcp_clients[mode] = await stack.enter_async_context(http.mcp_client(mode))
+        fresh_tokens = [http.mint() for _ in range(args.warmup + http_calls + 2)]
 
-        ids, org_id = await _visible(role_conn, bob)
+        ids, org_id = await _visible(role_conns[0], bob)
         workloads = _workloads(ids, org_id)
         for w in workloads:
 
-            async def raw(i: int, w: Workload = w) -> list[Any]:
-                rows: list[Any] = await raw_conn.fetch(w.raw_sql, *w.raw_args(i))
-                return rows
+            def raw(conn: asyncpg.Connection, w: Workload = w) -> CallFn:
+                async def call(i: int) -> list[Any]:
+                    rows: list[Any] = await conn.fetch(w.raw_sql, *w.raw_args(i))
+                    return rows
 
-            async def role_tx(i: int, w: Workload = w) -> list[Any]:
-                return await _as_principal(role_conn, begin, w.rls_sql, *w.rls_args(i))
+                return call
+
+            def role_tx(conn: asyncpg.Connection, w: Workload = w) -> CallFn:
+                async def call(i: int) -> list[Any]:
+                    return await _as_principal(conn, begin, w.rls_sql, *w.rls_args(i))
+
+                return call
+
+            def over_http(rpc: RawHttpClient | JsonRpcClient, w: Workload = w) -> CallFn:
+                async def call(i: int) -> dict[str, Any]:
+                    return await rpc.call_tool(i, "select_rows", w.arguments(i))
+
+                return call
+
+            def mcp_call(client: Client, w: Workload = w) -> CallFn:
+                async def call(i: int) -> Any:
+                    return await client.call_tool("select_rows", w.arguments(i))
+
+                return call
 
             async def in_process(i: int, w: Workload = w) -> Any:
                 return await rg.call("select_rows", w.arguments(i), bob)
 
-            async def over_stdio(i: int, w: Workload = w) -> Any:
-                return await client.call_tool("select_rows", w.arguments(i))
+            async def new_token(i: int, w: Workload = w) -> dict[str, Any]:
+                token = fresh_tokens[i % len(fresh_tokens)]
+                return await rpcs[0].call_tool(i, "select_rows", w.arguments(i), token=token)
 
+            hp = http.server.pid
             paths = [
-                BenchPath("raw asyncpg", raw, db_calls),
-                BenchPath("asyncpg + role tx", role_tx, db_calls),
-                BenchPath("rowgate in-process", in_process, db_calls),
-                BenchPath("rowgate stdio", over_stdio, stdio_calls),
+                BenchPath("raw asyncpg", (raw(raw_conns[0]),), db_calls),
+                BenchPath("asyncpg + role tx", (role_tx(role_conns[0]),), db_calls),
+                BenchPath("rowgate in-process", (in_process,), db_calls),
+                BenchPath("rowgate stdio", (mcp_call(stdio),), stdio_calls, stdio_pid),
+                BenchPath("rowgate http", (over_http(rpcs[0]),), http_calls, hp),
+                BenchPath("rowgate http, new token/call", (new_token,), http_calls, hp),
+                BenchPath(
+                    "rowgate http, httpx2 client", (over_http(httpx_client),), http_calls, hp
+                ),
             ]
+            for label, client in mcp_clients.items():
+                name = f"rowgate http, mcp.Client {label}"
+                paths.append(BenchPath(name, (mcp_call(client),), mcp_calls, hp))
+            if n > 1:
+                paths += [
+                    BenchPath("raw asyncpg", tuple(raw(c) for c in raw_conns), db_calls),
+                    BenchPath("asyncpg + role tx", tuple(role_tx(c) for c in role_conns), db_calls),
+                    BenchPath(
+                        "rowgate http", tuple(over_http(r) for r in rpcs), http_calls * 2, hp
+                    ),
+                ]
+            paths = [_named(p) for p in paths]
             results += await _measure(w, paths, warmup=args.warmup, rounds=args.rounds)
+            if http.issuer.requests == 0:
+                raise SystemExit(
+                    "rowgate never fetched the issuer's keys: tokens were not verified"
+                )
 
         if args.profile:
             for w in workloads:
                 await _profile(rg, bob, w, db_calls)
+    if args.profile:
+        await _profile_http(login_dsn, bob, workloads, args.warmup, http_calls)
     return results
 
 
+def _named(path: BenchPath) -> BenchPath:
+    """Measurements are keyed by name: a path with several sessions says how many."""
+    if len(path.sessions) == 1:
+        return path
+    return BenchPath(
+        f"{path.name} x{len(path.sessions)}", path.sessions, path.calls, path.server_pid
+    )
+
+
 async def _profile(rg: Rowgate, who: Principal, workload: Workload, calls: int) -> None:
-    """cProfile of `calls` in-process calls; top entries under server/ and sqlglot (stderr)."""
-    profiler = cProfile.Profile()
+    """cProfile (CPU-time clock) of `calls` in-process calls (stderr)."""
+    profiler = cProfile.Profile(time.thread_time)
     profiler.enable()
     for i in range(calls):
         await rg.call("select_rows", workload.arguments(i), who)
     profiler.disable()
+    _print_stats(profiler, f"{calls} x {workload.name}, in-process")
+
+
+async def _profile_http(
+    login_dsn: str, who: Principal, workloads: list[Workload], warmup: int, calls: int
+) -> None:
+    """cProfile inside a second HTTP server process (bench/profiled_server.py), switched on
+    by SIGUSR1 after the warm-up and off by SIGUSR2, around `calls` sequential calls."""
+    with tempfile.TemporaryDirectory(prefix="rowgate-bench-prof-") as tmp:
+        out = Path(tmp) / "server.prof"
+        async with AsyncExitStack() as stack:
+            http = await _start_http(stack, login_dsn, who, profiled=str(out))
+            rpc = RawHttpClient(http.server.url, http.token)
+            stack.push_async_callback(rpc.aclose)
+            for w in workloads:
+                for i in range(warmup):
+                    await rpc.call_tool(i, "select_rows", w.arguments(i))
+                out.unlink(missing_ok=True)
+                http.server.signal(signal.SIGUSR1)
+                await asyncio.sleep(0.2)
+                cpu0 = cpu_seconds(http.server.pid)
+                t0 = time.perf_counter()
+                for i in range(calls):
+                    await rpc.call_tool(i, "select_rows", w.arguments(i))
+                wall = time.perf_counter() - t0
+                cpu = cpu_seconds(http.server.pid) - cpu0
+                http.server.signal(signal.SIGUSR2)
+                for _ in range(100):
+                    await asyncio.sleep(0.1)
+                    if out.is_file() and out.stat().st_size > 0:
+                        await asyncio.sleep(0.2)
+                        break
+                title = (
+                    f"{calls} x {w.name}, HTTP server process (profiled: "
+                    f"{wall * 1e6 / calls:.0f} µs/call wall, {cpu * 1e6 / calls:.0f} µs/call "
+                    "server CPU)"
+                )
+                _print_stats(str(out), title)
+
+
+def _print_stats(source: cProfile.Profile | str, title: str) -> None:
     out = io.StringIO()
-    stats = pstats.Stats(profiler, stream=out)
-    stats.sort_stats("cumulative").print_stats(r"server/|sqlglot", 15)
-    stats.sort_stats("tottime").print_stats(15)
-    print(f"--- cProfile: {calls} x {workload.name}, in-process ---", file=sys.stderr)
+    stats = pstats.Stats(source, stream=out)
+    stats.sort_stats("cumulative").print_stats(r"server/|sqlglot|uvicorn|h11|starlette|auth", 25)
+    stats.sort_stats("tottime").print_stats(25)
+    print(f"--- cProfile: {title} ---", file=sys.stderr)
     print(out.getvalue(), file=sys.stderr)
 
 
@@ -302,52 +540,124 @@ def _user_of(dsn: str) -> str:
 
 
 def report(results: list[Measurement]) -> str:
-    base: dict[tuple[str, str], float] = {(m.workload, m.path): m.median_us for m in results}
+    base = {(m.workload, m.path): m for m in results}
     header = (
-        f"{'workload':<14} {'path':<20} {'calls':>6} {'median µs':>10} {'p95 µs':>9} "
-        f"{'calls/s':>8} {'x raw':>6} {'x role tx':>9}"
+        f"{'workload':<13} {'path':<33} {'sess':>4} {'calls':>6} {'median µs':>9} "
+        f"{'p95 µs':>7} {'calls/s':>7} {'x raw':>6} {'x role tx':>9} {'srv CPU µs':>10} "
+        f"{'cli CPU µs':>10}"
     )
     lines = [header, "-" * len(header)]
-    for workload in dict.fromkeys(m.workload for m in results):
-        rows = [m for m in results if m.workload == workload]
-        raw = base[(workload, "raw asyncpg")]
-        tx = base[(workload, "asyncpg + role tx")]
-        for m in rows:
+    workloads = list(dict.fromkeys(m.workload for m in results))
+    for workload in workloads:
+        for m in (m for m in results if m.workload == workload):
+            suffix = f" x{m.sessions}" if m.sessions > 1 else ""
+            raw = base[(workload, "raw asyncpg" + suffix)].median_us
+            tx = base[(workload, "asyncpg + role tx" + suffix)].median_us
+            srv = f"{m.server_cpu_us:.0f}" if m.server_cpu_us is not None else "-"
             lines.append(
-                f"{m.workload:<14} {m.path:<20} {m.calls:>6} {m.median_us:>10.0f} "
-                f"{m.p95_us:>9.0f} {m.per_second:>8.0f} {m.median_us / raw:>6.2f} "
-                f"{m.median_us / tx:>9.2f}"
+                f"{m.workload:<13} {m.path:<33} {m.sessions:>4} {m.calls:>6} "
+                f"{m.median_us:>9.0f} {m.p95_us:>7.0f} {m.per_second:>7.0f} "
+                f"{m.median_us / raw:>6.2f} {m.median_us / tx:>9.2f} {srv:>10} "
+                f"{m.client_cpu_us:>10.0f}"
             )
-    lines.append("")
-    for workload in dict.fromkeys(m.workload for m in results):
-        tx = base[(workload, "asyncpg + role tx")]
-        inproc = base[(workload, "rowgate in-process")]
-        stdio = base.get((workload, "rowgate stdio"))
-        line = f"{workload}: rowgate overhead per call {inproc - tx:.0f} µs (in-process - role tx)"
+        lines.append("")
+    lines.append(
+        "x raw / x role tx: median over the same-concurrency baseline. srv CPU: the stdio or "
+        "HTTP server process per call; cli CPU: this process' main thread per call."
+    )
+    for workload in workloads:
+
+        def get(path: str, workload: str = workload) -> Measurement | None:
+            return base.get((workload, path))
+
+        floor, inproc = get("asyncpg + role tx"), get("rowgate in-process")
+        assert floor is not None and inproc is not None
+        parts = [f"rowgate {inproc.median_us - floor.median_us:.0f} µs over the role tx"]
+        stdio, http, fresh = (
+            get("rowgate stdio"),
+            get("rowgate http"),
+            get("rowgate http, new token/call"),
+        )
         if stdio is not None:
-            line += f", stdio transport {stdio - inproc:.0f} µs (stdio - in-process)"
-        lines.append(line)
+            parts.append(f"stdio +{stdio.median_us - inproc.median_us:.0f} µs")
+        if http is not None:
+            parts.append(f"HTTP +{http.median_us - inproc.median_us:.0f} µs over in-process")
+        if http is not None and fresh is not None:
+            assert http.server_cpu_us is not None and fresh.server_cpu_us is not None
+            parts.append(
+                f"a new token +{fresh.median_us - http.median_us:.0f} µs "
+                f"(+{fresh.server_cpu_us - http.server_cpu_us:.0f} µs server CPU)"
+            )
+        lines.append(f"{workload}: " + ", ".join(parts))
+        conc = [m for m in results if m.workload == workload and m.sessions > 1]
+        if conc:
+            by = {m.path.rsplit(" x", 1)[0]: m for m in conc}
+            hx, rx, tx8 = by.get("rowgate http"), by.get("raw asyncpg"), by.get("asyncpg + role tx")
+            if hx is not None and rx is not None and tx8 is not None:
+                ceiling = ""
+                if hx.server_cpu_us:
+                    ceiling = (
+                        f"; 1 core / server CPU per call = {1e6 / hx.server_cpu_us:.0f} calls/s"
+                    )
+                lines.append(
+                    f"{workload} x{hx.sessions}: rowgate http {hx.per_second:.0f} calls/s = "
+                    f"{hx.per_second / rx.per_second:.2f} of raw asyncpg ({rx.per_second:.0f}), "
+                    f"{hx.per_second / tx8.per_second:.2f} of the role tx "
+                    f"({tx8.per_second:.0f}){ceiling}"
+                )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.select_rows", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.select_rows",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--calls",
         type=int,
         default=None,
         help=f"measured calls per path (default {DB_CALLS}, {STDIO_CALLS} over stdio)",
     )
+    parser.add_argument(
+        "--http-calls",
+        type=int,
+        default=None,
+        help=f"measured calls per HTTP path (default --calls, else {HTTP_CALLS}; twice that "
+        "with --sessions)",
+    )
+    parser.add_argument(
+        "--mcp-calls",
+        type=int,
+        default=None,
+        help=f"measured calls per mcp.Client HTTP path (default {MCP_CLIENT_CALLS})",
+    )
     parser.add_argument("--warmup", type=int, default=WARMUP, help="warm-up calls per path")
     parser.add_argument(
         "--rounds", type=int, default=ROUNDS, help="measure the paths interleaved in N chunks"
     )
     parser.add_argument(
-        "--profile", action="store_true", help="also cProfile the in-process path (to stderr)"
+        "--sessions",
+        type=int,
+        default=SESSIONS,
+        help=f"concurrent connections / HTTP sessions for the throughput paths (default "
+        f"{SESSIONS}; 1 = none)",
+    )
+    parser.add_argument(
+        "--no-mcp-client", action="store_true", help="skip the mcp.Client HTTP paths"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also cProfile the in-process path and the HTTP server process (to stderr)",
     )
     args = parser.parse_args(argv)
-    if (args.calls is not None and args.calls < 1) or args.warmup < 1 or args.rounds < 1:
-        parser.error("--calls, --warmup and --rounds must be at least 1")
+    counts = (args.calls, args.http_calls, args.mcp_calls)
+    if any(c is not None and c < 1 for c in counts) or args.warmup < 1 or args.rounds < 1:
+        parser.error("--calls, --http-calls, --mcp-calls, --warmup and --rounds must be >= 1")
+    if args.sessions < 1:
+        parser.error("--sessions must be at least 1")
 
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
     logging.getLogger("rowgate.audit").setLevel(logging.WARNING)
