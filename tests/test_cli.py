@@ -111,3 +111,64 @@ async def test_migrate_applies_only_rowgate_core_and_is_repeatable(admin_dsn: st
         conn = await asyncpg.connect(admin_dsn)
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await conn.close()
+
+
+def test_demo_over_http_with_its_development_authorization_server(admin_dsn: str) -> None:
+    """`rowgate demo --transport http`: the printed token works, any demo user's token is
+    one POST away, and the tokens are verified like any issuer's (discovery, JWKS, aud)."""
+    import httpx
+
+    from tests.rowgate_http import free_port
+
+    embedded_only()
+    port = free_port()
+    process = subprocess.Popen(
+        [ROWGATE, "demo", "--transport", "http", "--port", str(port), "--user", "dave"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=demo_env(),
+    )
+    try:
+        assert process.stderr is not None
+        banner = b""
+        deadline = time.monotonic() + 90
+        while b"Ctrl-C to stop" not in banner and time.monotonic() < deadline:
+            banner += process.stderr.readline()
+        text = banner.decode()
+        lines = text.splitlines()
+        token = lines[lines.index(next(line for line in lines if "valid 8 hours" in line)) + 1]
+        url = f"http://127.0.0.1:{port}/mcp"
+        assert url in text and "/dev-auth/token" in text
+
+        call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": {"name": "select_rows", "arguments": {"table": "orders"}}}  # fmt: skip
+
+        def select(bearer: str) -> httpx.Response:
+            for _ in range(50):
+                try:
+                    auth = {"authorization": f"Bearer {bearer}"}
+                    return httpx.post(url, json=call, headers=auth, timeout=30)
+                except httpx.ConnectError:
+                    time.sleep(0.2)
+            raise AssertionError("the demo never answered")
+
+        dave = select(token).json()["result"]["structuredContent"]["rows"]
+        assert {r["org_id"] for r in dave} == {"b0000000-0000-4000-8000-000000000002"}
+        issued = httpx.post(
+            f"http://127.0.0.1:{port}/dev-auth/token",
+            data={"grant_type": "client_credentials", "client_id": "bob", "scope": "db:read"},
+        ).json()
+        bob = select(issued["access_token"]).json()["result"]["structuredContent"]["rows"]
+        assert {r["org_id"] for r in bob} == {"a0000000-0000-4000-8000-000000000001"}
+        refused = httpx.post(
+            f"http://127.0.0.1:{port}/dev-auth/token",
+            data={"grant_type": "client_credentials", "client_id": "mallory"},
+        )
+        assert refused.status_code == 401
+        assert select(token[:-8] + "AAAAAAAA").status_code == 401
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
+        assert process.stdout is not None and process.stdout.read() == b""
+    finally:
+        process.kill()
