@@ -18,6 +18,11 @@ def configure(stream: object = None) -> None:
     audit_log.propagate = False
 
 
+def _emit(event: str, **fields: object) -> None:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    audit_log.info(json.dumps({"time": stamp, "event": event, **fields}, separators=(",", ":")))
+
+
 def record(
     *,
     principal: str,
@@ -28,20 +33,9 @@ def record(
     outcome: str,
     error_code: str | None = None,
 ) -> None:
-    if not audit_log.isEnabledFor(logging.INFO):
-        return
-    event = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "event": "tool_call",
-        "principal": principal,
-        "tool": tool,
-        "table": table,
-        "rows": rows,
-        "ms": round(ms, 2),
-        "outcome": outcome,
-        "error_code": error_code,
-    }
-    audit_log.info(json.dumps(event, separators=(",", ":")))
+    if audit_log.isEnabledFor(logging.INFO):
+        _emit("tool_call", principal=principal, tool=tool, table=table, rows=rows,
+              ms=round(ms, 2), outcome=outcome, error_code=error_code)  # fmt: skip
 
 
 def auth_failure(
@@ -54,16 +48,6 @@ def auth_failure(
     token_id: str | None,
 ) -> None:
     """A refused credential: what it claimed to be (unverified) and why; never the token."""
-    if not audit_log.isEnabledFor(logging.INFO):
-        return
-    event = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "event": "auth_failure",
-        "reason": reason,
-        "status": status,
-        "issuer": issuer,
-        "client_id": client_id,
-        "subject": subject,
-        "token_id": token_id,
-    }
-    audit_log.info(json.dumps(event, separators=(",", ":")))
+    if audit_log.isEnabledFor(logging.INFO):
+        _emit("auth_failure", reason=reason, status=status, issuer=issuer, client_id=client_id,
+              subject=subject, token_id=token_id)  # fmt: skip
