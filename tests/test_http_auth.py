@@ -293,6 +293,11 @@ async def test_real_mcp_client_in_both_protocol_modes(
 
 
 def test_tokens_never_reach_the_log_and_failures_are_audited(stack: Stack) -> None:
+    assert stack.call(stack.token("alice-agent"), "list_tables", {}).status_code == 200
+    expired = stack.forge("alice-agent", exp=int(time.time()) - 3600)
+    assert stack.call(expired, "list_tables", {}).status_code == 401
+    elsewhere = stack.token("alice-agent", resource=OTHER_RESOURCE)
+    assert stack.call(elsewhere, "list_tables", {}).status_code == 401
     log = stack.server.log_text()
     assert stack.tokens and not [t for t in stack.tokens if t[-40:] in log]
     failures = [json.loads(line) for line in log.splitlines() if '"event":"auth_failure"' in line]
