@@ -186,6 +186,7 @@ async def _serve_http(target: _Target) -> None:
                 host=http.host,
                 port=http.port,
                 lifespan="on",
+                http="httptools",
                 log_config=None,
                 access_log=False,
                 server_header=False,

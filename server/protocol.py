@@ -50,6 +50,11 @@ def tool_definitions() -> dict[str, types.Tool]:
     return {name: tool_definition(spec) for name, spec in TOOLS.items()}
 
 
+@cache
+def _input_schemas() -> dict[str, dict[str, Any]]:
+    return {name: tool.input_schema for name, tool in tool_definitions().items()}
+
+
 def call_result(outcome: Result | RowgateError) -> dict[str, Any]:
     """A tools/call result as JSON: the structured result with a text copy, or a tool error
     that says what to change. Every transport answers with exactly this."""
@@ -118,6 +123,8 @@ def build_server(rg: Rowgate, principal_for: PrincipalSource, *, version: str) -
         on_list_resources=list_resources,
         on_list_resource_templates=list_resource_templates,
         on_list_prompts=list_prompts,
+        # Without it the SDK runs list_tools on every 2026-07-28 tools/call to check headers.
+        get_tool_input_schema=_input_schemas().get,
     )
 
 
