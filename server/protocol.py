@@ -11,12 +11,12 @@ from typing import Any
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
-from mcp.server.stdio import stdio_server
 
 from schemas.tools import Result
 from server.app import Rowgate
 from server.errors import RowgateError
 from server.identity import Principal
+from server.stdio import event_loop_stdio
 from server.tools import TOOLS, ToolSpec
 
 PrincipalSource = Callable[[ServerRequestContext[Any]], Principal]
@@ -132,5 +132,5 @@ async def serve_stdio(rg: Rowgate, principal: Principal, *, version: str) -> Non
     server = build_server(rg, lambda ctx: principal, version=version)
     # OpenTelemetry spans per message cost time on every call and export nowhere here.
     server.middleware.clear()
-    async with stdio_server() as (read_stream, write_stream):
+    async with event_loop_stdio() as (read_stream, write_stream):
         await server.run(read_stream, write_stream, server.create_initialization_options())
