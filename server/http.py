@@ -33,7 +33,7 @@ from server.app import Rowgate
 from server.auth import AuthError, TokenVerifier
 from server.errors import RowgateError
 from server.identity import Principal
-from server.protocol import build_server, call_result, tool_definitions
+from server.protocol import DIRECT_METHODS, DirectAnswers, InvalidParams, build_server
 from server.scopes import ScopeError
 from server.tools import TOOLS
 
@@ -42,7 +42,6 @@ log = logging.getLogger("rowgate")
 MCP_PATH = "/mcp"
 METADATA_PATH = "/.well-known/oauth-protected-resource"
 PRINCIPAL_KEY = "rowgate.principal"
-_FAST_METHODS = frozenset({"tools/call", "tools/list", "ping"})
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 Route = Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -149,7 +148,7 @@ class HttpApp:
             max_request_body_size=settings.max_body_bytes,
         )
         self._sdk.app.middleware.clear()  # per-message tracing spans export nowhere here
-        self._listing_cache: dict[frozenset[str] | None, bytes] = {}
+        self._direct = DirectAnswers(rg)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -228,7 +227,7 @@ class HttpApp:
                     return
         if (
             isinstance(message, dict)
-            and message.get("method") in _FAST_METHODS
+            and message.get("method") in DIRECT_METHODS
             and "id" in message
             and (not version or version in HANDSHAKE_PROTOCOL_VERSIONS)
             and _accepts_json(headers)
@@ -274,40 +273,13 @@ class HttpApp:
 
     async def _answer(self, message: dict[str, Any], who: Principal) -> _Answer:
         request_id = message["id"]
-        method = message["method"]
-        params = message.get("params")
-        if params is not None and not isinstance(params, dict):
-            return _rpc_error(request_id, -32602, "params must be an object")
-        if method == "ping":
-            return _Answer.json(200, {"jsonrpc": "2.0", "id": request_id, "result": {}})
-        if method == "tools/list":
-            return self._listing(request_id, who)
-        name = (params or {}).get("name")
-        arguments = (params or {}).get("arguments") or {}
-        if not isinstance(name, str) or not isinstance(arguments, dict):
-            return _rpc_error(request_id, -32602, "tools/call needs a tool name and arguments")
         try:
-            result = call_result(await self.rg.call(name, arguments, who))
+            result = await self._direct.result(message["method"], message.get("params"), who)
         except ScopeError as exc:
             return self._forbidden(exc)
-        except RowgateError as exc:
-            result = call_result(exc)
+        except InvalidParams as exc:
+            return _rpc_error(request_id, -32602, str(exc))
         return _Answer.json(200, {"jsonrpc": "2.0", "id": request_id, "result": result})
-
-    def _listing(self, request_id: Any, who: Principal) -> _Answer:
-        cached = self._listing_cache.get(who.scopes)
-        if cached is None:
-            names = self.rg.permissions.tools(who, TOOLS)
-            definitions = tool_definitions()
-            tools = [
-                definitions[name].model_dump(mode="json", by_alias=True, exclude_none=True)
-                for name in names
-            ]
-            cached = json.dumps({"tools": tools}, separators=(",", ":")).encode()
-            if len(self._listing_cache) < 1024:
-                self._listing_cache[who.scopes] = cached
-        prefix = json.dumps({"jsonrpc": "2.0", "id": request_id}, separators=(",", ":"))
-        return _Answer(200, prefix[:-1].encode() + b',"result":' + cached + b"}")
 
     def _check_host_and_origin(self, headers: dict[bytes, bytes]) -> _Answer | None:
         host = headers.get(b"host", b"").decode("latin-1").lower()

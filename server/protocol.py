@@ -16,7 +16,7 @@ from schemas.tools import Result
 from server.app import Rowgate
 from server.errors import RowgateError
 from server.identity import Principal
-from server.stdio import event_loop_stdio
+from server.scopes import ScopeError
 from server.tools import TOOLS, ToolSpec
 
 PrincipalSource = Callable[[ServerRequestContext[Any]], Principal]
@@ -67,6 +67,57 @@ def call_result(outcome: Result | RowgateError) -> dict[str, Any]:
         "structuredContent": data,
         "isError": False,
     }
+
+
+DIRECT_METHODS = frozenset({"tools/call", "tools/list", "ping"})
+
+
+class InvalidParams(ValueError):
+    """JSON-RPC -32602: the request's params are not what the method takes."""
+
+
+class DirectAnswers:
+    """tools/call, tools/list and ping, answered without the SDK's per-message session
+    machinery, which costs more than the database call. Both transports use this for
+    handshake-era clients; everything else goes through the SDK server below. A tools/call
+    outside the caller's scopes raises ScopeError: HTTP answers it with 403, stdio with a
+    tool error."""
+
+    def __init__(self, rg: Rowgate) -> None:
+        self.rg = rg
+        self._listings: dict[frozenset[str] | None, dict[str, Any]] = {}
+
+    async def result(self, method: str, params: Any, who: Principal) -> dict[str, Any]:
+        if params is not None and not isinstance(params, dict):
+            raise InvalidParams("params must be an object")
+        if method == "ping":
+            return {}
+        if method == "tools/list":
+            return self.listing(who)
+        name = (params or {}).get("name")
+        arguments = (params or {}).get("arguments") or {}
+        if not isinstance(name, str) or not isinstance(arguments, dict):
+            raise InvalidParams("tools/call needs a tool name and arguments")
+        try:
+            return call_result(await self.rg.call(name, arguments, who))
+        except ScopeError:
+            raise
+        except RowgateError as exc:
+            return call_result(exc)
+
+    def listing(self, who: Principal) -> dict[str, Any]:
+        listing = self._listings.get(who.scopes)
+        if listing is None:
+            definitions = tool_definitions()
+            listing = {
+                "tools": [
+                    definitions[name].model_dump(mode="json", by_alias=True, exclude_none=True)
+                    for name in self.rg.permissions.tools(who, TOOLS)
+                ]
+            }
+            if len(self._listings) < 1024:
+                self._listings[who.scopes] = listing
+        return listing
 
 
 def build_server(rg: Rowgate, principal_for: PrincipalSource, *, version: str) -> Server[Any]:
@@ -132,5 +183,15 @@ async def serve_stdio(rg: Rowgate, principal: Principal, *, version: str) -> Non
     server = build_server(rg, lambda ctx: principal, version=version)
     # OpenTelemetry spans per message cost time on every call and export nowhere here.
     server.middleware.clear()
-    async with event_loop_stdio() as (read_stream, write_stream):
+    from server.stdio import event_loop_stdio  # it builds on this module's answers
+
+    direct = DirectAnswers(rg)
+
+    async def answer(method: str, params: Any) -> dict[str, Any]:
+        try:
+            return await direct.result(method, params, principal)
+        except ScopeError as exc:
+            return call_result(exc)
+
+    async with event_loop_stdio(answer) as (read_stream, write_stream):
         await server.run(read_stream, write_stream, server.create_initialization_options())

@@ -11,10 +11,11 @@ SDK's own transport is used.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -24,9 +25,41 @@ from mcp.server.stdio import stdio_server
 from mcp.shared._context_streams import create_context_streams
 from mcp.shared.message import SessionMessage
 
+from server.protocol import DIRECT_METHODS, InvalidParams
+
 MAX_LINE_BYTES = 64 * 1024 * 1024
 
 Streams = tuple[Any, Any]
+
+
+def _direct_request(line: bytes, handshake: bool) -> dict[str, Any] | None:
+    """The request, if it is one to answer directly: a handshake-era client's tools/call,
+    tools/list or ping (the 2026-07-28 era never sends `initialize`)."""
+    if not handshake or b'"method"' not in line:
+        return None
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return None
+    if (
+        isinstance(message, dict)
+        and message.get("jsonrpc") == "2.0"
+        and message.get("method") in DIRECT_METHODS
+        and isinstance(message.get("id"), str | int)
+        and not isinstance(message.get("id"), bool)
+    ):
+        return message
+    return None
+
+
+def _is_initialize(line: bytes) -> bool:
+    if b'"initialize"' not in line:
+        return False
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(message, dict) and message.get("method") == "initialize"
 
 
 def _is_stream(fd: int) -> bool:
@@ -37,8 +70,14 @@ def _is_stream(fd: int) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)
 
 
+Answer = Callable[[str, Any], Awaitable[dict[str, Any]]]
+
+
 @asynccontextmanager
-async def event_loop_stdio() -> AsyncIterator[Streams]:
+async def event_loop_stdio(answer: Answer | None = None) -> AsyncIterator[Streams]:
+    """The SDK server's read and write streams over stdin/stdout. With `answer`, requests
+    of DIRECT_METHODS from a client that began with `initialize` (the handshake era) are
+    answered by it directly, the rest go to the SDK server."""
     if not (_is_stream(0) and _is_stream(1)):
         async with stdio_server() as streams:
             yield streams
@@ -62,7 +101,21 @@ async def event_loop_stdio() -> AsyncIterator[Streams]:
     read_stream_writer, read_stream = create_context_streams[SessionMessage | Exception](0)
     write_stream, write_stream_reader = create_context_streams[SessionMessage](0)
 
+    handshake = False
+
+    async def answer_directly(request: dict[str, Any]) -> None:
+        assert answer is not None
+        try:
+            result = await answer(request["method"], request.get("params"))
+            reply: dict[str, Any] = {"jsonrpc": "2.0", "id": request["id"], "result": result}
+        except InvalidParams as exc:
+            error = {"code": -32602, "message": str(exc)}
+            reply = {"jsonrpc": "2.0", "id": request["id"], "error": error}
+        writer.write(json.dumps(reply, separators=(",", ":")).encode() + b"\n")
+        await writer.drain()
+
     async def read_lines() -> None:
+        nonlocal handshake
         async with read_stream_writer:
             while True:
                 try:
@@ -74,6 +127,12 @@ async def event_loop_stdio() -> AsyncIterator[Streams]:
                     return
                 if not line.strip():
                     continue
+                if answer is not None:
+                    request = _direct_request(line, handshake)
+                    if request is not None:
+                        tasks.start_soon(answer_directly, request)
+                        continue
+                    handshake = handshake or _is_initialize(line)
                 try:
                     message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
                 except Exception as exc:  # the session answers a malformed line with an error
@@ -88,6 +147,7 @@ async def event_loop_stdio() -> AsyncIterator[Streams]:
                 writer.write(data.encode() + b"\n")
                 await writer.drain()
 
+    tasks: anyio.abc.TaskGroup
     try:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(read_lines)

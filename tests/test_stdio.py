@@ -207,3 +207,54 @@ async def test_attack_strings_in_every_argument_over_stdio(
         )  # fmt: skip
         assert "check_violation" in text
     assert await admin.fetchval(state) == before
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_local_scopes_narrow_the_stdio_user(
+    login_dsn: str, users: dict[str, DemoUser], admin: asyncpg.Connection, mode: str
+) -> None:
+    """Both protocol eras (the handshake era is answered on rowgate's direct path, the
+    2026-07-28 era by the SDK) apply the same scope matrix and give the same answers."""
+    env = {**serve_env(login_dsn, users["bob"]), "ROWGATE_LOCAL_SCOPES": "db:read"}
+    before = await admin.fetchval("SELECT count(*) FROM public.orders")
+    async with rowgate_client(env, mode=mode) as client:
+        tools = {t.name for t in (await client.list_tools()).tools}
+        assert tools == {"list_tables", "describe_table", "select_rows"}
+        rows = (await call(client, "select_rows", table="orders", limit=3))["rows"]
+        assert len(rows) == 3 and {r["org_id"] for r in rows} == {ACME}
+        text = await error_text(
+            client, "insert_rows", table="orders", rows=[{"status": "draft", "total": 1}],
+            idempotency_key=f"scoped-{uuid.uuid4()}",
+        )  # fmt: skip
+        assert "insufficient_scope" in text and "db:write" in text
+        assert "unknown tool" in await error_text(client, "drop_everything")
+    assert await admin.fetchval("SELECT count(*) FROM public.orders") == before
+
+
+def test_malformed_direct_requests_get_json_rpc_errors(
+    login_dsn: str, users: dict[str, DemoUser]
+) -> None:
+    lines = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+         "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                    "clientInfo": {"name": "raw", "version": "1"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+         "params": {"name": "select_rows", "arguments": "table=orders"}},
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": [1]},
+        {"jsonrpc": "2.0", "id": 4, "method": "ping"},
+    ]  # fmt: skip
+    done = subprocess.run(
+        [ROWGATE, "serve"],
+        input="".join(json.dumps(line) + "\n" for line in lines),
+        env=serve_env(login_dsn, users["bob"]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    replies = {r["id"]: r for r in map(json.loads, done.stdout.splitlines())}
+    assert set(replies) == {1, 2, 3, 4}, done.stdout
+    assert replies[2]["error"]["code"] == -32602 and replies[3]["error"]["code"] == -32602
+    assert replies[4]["result"] == {}
+    assert "Traceback" not in done.stderr
