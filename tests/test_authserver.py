@@ -152,3 +152,21 @@ def test_restart_rotates_keys(server: AuthServer) -> None:
             server.forge(server.claims_for("dave-agent", resource=MCP), kid=next(iter(old))),
             MCP,
         )
+
+
+def test_the_npm_lock_records_no_download_addresses() -> None:
+    """Exact versions and integrity hashes only: no `resolved` URL, no registry host, so
+    the lock pins the Node test tools without naming where they come from."""
+    import json
+    import re
+    from pathlib import Path
+
+    lock_path = Path(__file__).parent / "node" / "package-lock.json"
+    lock = json.loads(lock_path.read_text())
+    packages = lock["packages"]
+    assert len(packages) > 10
+    assert not [name for name, entry in packages.items() if "resolved" in entry]
+    assert all("integrity" in entry for name, entry in packages.items() if name)
+    hosts = set(re.findall(r"https?://([^/\"]+)", lock_path.read_text()))
+    assert hosts <= {"github.com", "opencollective.com"}, hosts  # funding links only
+    assert "omit-lockfile-registry-resolved=true" in (lock_path.parent / ".npmrc").read_text()
