@@ -306,16 +306,9 @@ class TokenVerifier:
             raise AuthError("token introspection failed; retry shortly") from None
         if not isinstance(claims, dict) or claims.get("active") is not True:
             raise AuthError("the token is not active")
-        if claims.get("iss", self.issuer) != self.issuer:
-            raise AuthError("the token was issued by another authorization server")
-        audiences = claims.get("aud")
-        audiences = [audiences] if isinstance(audiences, str) else audiences or []
-        if self.resource_url not in audiences:
-            raise AuthError(f"the token was not issued for this server ({self.resource_url})")
-        exp = claims.get("exp")
-        if not isinstance(exp, int | float) or exp < time.time() - settings.clock_skew_seconds:
-            raise AuthError("the token has expired")
-        return _Verified(self._map(claims), float(exp), None)
+        claims.setdefault("iss", self.issuer)  # RFC 7662 makes it optional
+        self._check_claims(claims, self.resource_url)
+        return _Verified(self._map(claims), float(claims["exp"]), None)
 
     async def _supabase_legacy(self, token: str) -> dict[str, Any]:
         """An older project's HS256 token: checked with its secret when we have it, else at
@@ -336,7 +329,7 @@ class TokenVerifier:
             raise AuthError("Supabase Auth did not accept the token")
         # Supabase vouched for the signature; every other check is still ours.
         claims = jwt.decode(token, options={"verify_signature": False})
-        self._decode_checks(claims)
+        self._check_claims(claims, SUPABASE_AUDIENCE)
         if str(claims.get("sub")) != str(answer.user.id):
             raise AuthError("Supabase Auth answered for another user")
         return claims
@@ -349,15 +342,17 @@ class TokenVerifier:
             self._supabase = await acreate_client(self.settings.supabase_url, key)
         return self._supabase
 
-    def _decode_checks(self, claims: Mapping[str, Any]) -> None:
+    def _check_claims(self, claims: Mapping[str, Any], audience: str) -> None:
+        """What jwt.decode checks, for claims that arrived another way (introspection, or a
+        token Supabase Auth vouched for)."""
         skew = self.settings.clock_skew_seconds
         now = time.time()
         if claims.get("iss") != self.issuer:
             raise AuthError("the token was issued by another authorization server")
         audiences = claims.get("aud")
         audiences = [audiences] if isinstance(audiences, str) else audiences or []
-        if SUPABASE_AUDIENCE not in audiences:
-            raise AuthError(f"the token was not issued for this server ({SUPABASE_AUDIENCE})")
+        if audience not in audiences:
+            raise AuthError(f"the token was not issued for this server ({audience})")
         exp = claims.get("exp")
         if not isinstance(exp, int | float) or exp < now - skew:
             raise AuthError("the token has expired")
